@@ -1,0 +1,186 @@
+"""Soft-label binary cross-entropy: an independent sigmoid per class, targets from the teacher.
+
+With student **logits** s, temperature T, x = s / T and targets y (sigmoid(t / T) from teacher logits,
+or teacher probabilities in [0, 1] as given), weight w and per-class pos_weight π (both broadcast
+against the student's shape as in PyTorch), each element is
+
+    l = T² · w · [ (1 − y) · x + (1 + (π − 1) · y) · softplus(−x) ]
+
+which is ``T² · F.binary_cross_entropy_with_logits(x, y, w, pos_weight=π)``. Its gradient is
+
+    ∂l/∂s = T · w · [ (1 + (π − 1) · y) · sigmoid(x) − π · y ]            (σ(x) − y without π)
+
+With student **probabilities** q (no temperature), each element is exactly ``F.binary_cross_entropy``:
+l = −w · [ y · max(log q, −100) + (1 − y) · max(log(1 − q), −100) ], and the gradient is PyTorch's
+w · (q − y) / max(q · (1 − q), 1e-12).
+
+Reductions: ``mean`` (default) = Σ l / elements, ``sum``, ``none``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from distill.checks import check_logits, check_probs
+from distill.errors import InputError
+from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
+from distill.reduction import check_reduction, element_normalizer, finish, grad_scale
+from distill.result import LossResult
+from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
+from distill.teacher import Teacher, resolve_teacher
+
+REDUCTIONS = ("mean", "sum", "none")
+_EPSILON = 1e-12
+
+
+def bce(
+    student_logits: Tensor | None = None,
+    *,
+    student_probs: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    temperature: float | None = None,
+    scale_t2: bool = True,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    reduction: str = "mean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> LossResult:
+    """Soft-label BCE; see the module docstring for the formulas.
+
+    Args:
+        student_logits / student_probs: exactly one, shape (..., C).
+        teacher_logits / teacher_probs: exactly one, same shape as the student.
+        temperature: T > 0 (default 1) for student logits; not accepted with student probabilities.
+        scale_t2: multiply logit-space losses by T².
+        weight: rescales each element; broadcastable to the student's shape.
+        pos_weight: weight of positive targets; broadcastable to the student's shape (usually (C,)).
+        reduction: ``mean`` (default), ``sum`` or ``none``.
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student input).
+    """
+    reduction_ = check_reduction(reduction, REDUCTIONS)
+    if (student_logits is None) == (student_probs is None):
+        raise InputError("student", "give exactly one of student_logits or student_probs")
+    from_logits = student_logits is not None
+    name = "student_logits" if from_logits else "student_probs"
+    student_input = student_logits if student_logits is not None else student_probs
+    assert student_input is not None
+    if not from_logits and temperature is not None:
+        raise InputError("temperature", "is only defined for student_logits, not student_probs")
+    temperature_ = check_temperature(1.0 if temperature is None else temperature)
+    rows = make_rows(student_input, mask, name)
+    student = rows.flat(student_input)
+    if from_logits:
+        check_logits(student, name, rows, allow_neg_inf=False)
+    else:
+        check_probs(student, name, rows)
+    teacher = resolve_teacher(
+        rows, student.device, logits=teacher_logits, probs=teacher_probs, log_probs=None, allowed=("logits", "probs")
+    )
+    weight_flat = _broadcast_flat(weight, "weight", rows, student.device)
+    pos_weight_flat = _broadcast_flat(pos_weight, "pos_weight", rows, student.device)
+    factor = temperature_**2 if from_logits and scale_t2 else 1.0
+    normalizer = element_normalizer(reduction_, rows)
+    if from_logits:
+        kernel = logits_kernel(teacher, temperature_, factor, weight_flat, pos_weight_flat)
+        scale = grad_scale(factor / temperature_, normalizer)
+    else:
+        kernel = probs_kernel(teacher, weight_flat)
+        scale = grad_scale(1.0, normalizer)
+    out = run_kernel(rows, student, kernel, grad_scale=scale, want_grad=compute_grad, want_elements=reduction_ == "none")
+    return finish(out, rows, reduction_, normalizer)
+
+
+def _broadcast_flat(tensor: Tensor | None, name: str, rows: Rows, device: torch.device) -> Tensor | None:
+    """Broadcast a weight against the student shape, keeping it (C,)-sized when it is per class.
+
+    Returns a (C,) tensor when the weight only varies along the class dimension (the common case: no
+    copy), otherwise the weight expanded to the student's shape and flattened to (n_rows, C).
+    """
+    if tensor is None:
+        return None
+    if not isinstance(tensor, Tensor) or tensor.dtype not in FLOAT_DTYPES:
+        raise InputError(name, "must be a floating tensor")
+    try:
+        torch.broadcast_shapes(tensor.shape, rows.shape)
+    except RuntimeError:
+        raise InputError(name, f"shape {tuple(tensor.shape)} does not broadcast to the student's shape {tuple(rows.shape)}") from None
+    if torch.broadcast_shapes(tensor.shape, rows.shape) != rows.shape:
+        raise InputError(name, f"shape {tuple(tensor.shape)} would enlarge the student's shape {tuple(rows.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise InputError(name, "must be finite", tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0]))
+    tensor = tensor.to(device)
+    if all(size == 1 for size in tensor.shape[:-1]):
+        return tensor.reshape(-1).expand(rows.n_classes) if tensor.dim() else tensor.reshape(1).expand(rows.n_classes)
+    return tensor.expand(rows.shape).reshape(rows.n_rows, rows.n_classes)
+
+
+def _rows_of(weight: Tensor | None, chunk: Chunk, dtype: torch.dtype) -> Tensor | None:
+    if weight is None:
+        return None
+    return (weight if weight.dim() == 1 else take(weight, chunk.selection)).to(dtype)
+
+
+def logits_kernel(
+    teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, pos_weight: Tensor | None
+) -> Kernel:
+    """Per-chunk BCE-with-logits kernel (stable softplus form)."""
+    inverse_t = 1.0 / temperature
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        s = chunk.student
+        x = s * inverse_t
+        t = take(teacher.flat, chunk.selection).to(s.dtype)
+        y = torch.sigmoid(t * inverse_t) if teacher.kind == "logits" else t
+        w = _rows_of(weight, chunk, s.dtype)
+        pw = _rows_of(pos_weight, chunk, s.dtype)
+        softplus_neg = torch.nn.functional.softplus(-x)
+        log_weight = None if pw is None else (pw - 1.0) * y + 1.0
+        elements = torch.sub(1.0, y).mul_(x).add_(softplus_neg if log_weight is None else softplus_neg.mul(log_weight))
+        if w is not None:
+            elements.mul_(w)
+        if factor != 1.0:
+            elements.mul_(factor)
+        row_loss = elements.sum(dim=-1)
+        grad = None
+        if want_grad:
+            sig = torch.sigmoid(x, out=chunk.grad_out) if chunk.grad_out is not None else x.sigmoid_()
+            if log_weight is None:
+                sig.sub_(y)
+            else:
+                sig.mul_(log_weight).sub_(y * pw)
+            if w is not None:
+                sig.mul_(w)
+            grad = sig.mul_(chunk.grad_scale)
+        return ChunkResult(row_loss, elements if want_elements else None, grad)
+
+    return kernel
+
+
+def probs_kernel(teacher: Teacher, weight: Tensor | None) -> Kernel:
+    """Per-chunk kernel for F.binary_cross_entropy on student probabilities (logs clamped at −100)."""
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        q = chunk.student
+        t = take(teacher.flat, chunk.selection).to(q.dtype)
+        y = torch.sigmoid(t) if teacher.kind == "logits" else t
+        w = _rows_of(weight, chunk, q.dtype)
+        log_q = q.log().clamp_(min=-100.0)
+        log_1mq = torch.log1p(-q).clamp_(min=-100.0)
+        elements = log_q.sub_(log_1mq).mul_(y).add_(log_1mq).neg_()
+        if w is not None:
+            elements.mul_(w)
+        row_loss = elements.sum(dim=-1)
+        grad = None
+        if want_grad:
+            denominator = (1.0 - q).mul_(q).clamp_(min=_EPSILON)
+            grad = torch.sub(q, y).div_(denominator)
+            if w is not None:
+                grad.mul_(w)
+            grad.mul_(chunk.grad_scale)
+        return ChunkResult(row_loss, elements if want_elements else None, grad)
+
+    return kernel

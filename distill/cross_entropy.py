@@ -1,0 +1,277 @@
+"""Cross-entropy of the student's softmax against hard class labels or soft teacher targets.
+
+Hard labels (``F.cross_entropy`` with integer targets). With log q = log_softmax(s), class weights w
+(default 1), label smoothing ε over C classes, and a row whose label y is not ``ignore_index``:
+
+    l_i = (1 − ε) · (−w_y · log q_iy) + (ε / C) · (−Σ_c w_c · log q_ic)
+
+``mean`` divides Σ l by Σ_i w_{y_i} over the non-ignored rows (PyTorch's weighted mean; the row count
+without weights), ``sum`` adds, ``none`` returns l per row (0 for ignored rows). When every row is
+ignored or masked, the loss is 0 with normaliser 0 and a zero gradient (PyTorch returns NaN). The
+gradient per non-ignored row is
+
+    ∂l_i/∂s_i = (1 − ε) · w_y · (q_i − e_y) + (ε / C) · (W · q_i − w),   W = Σ_c w_c
+
+Hard labels have no temperature: passing one is an error rather than a silent no-op.
+
+Soft targets. Teacher distribution p (softmax(t / T) from teacher logits; probabilities or
+log-probabilities as given), smoothed as p' = (1 − ε) · p + ε / C, and x = s / T:
+
+    l_i = T² · (−Σ_c w_c · p'_ic · log_softmax(x)_ic)
+
+``mean`` divides by the number of rows (as PyTorch does for probability targets, whatever the
+weights). Gradient: ∂l_i/∂s_i = T · ((Σ_c w_c p'_ic) · softmax(x)_i − w ⊙ p'_i).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from distill.checks import check_logits
+from distill.errors import InputError
+from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
+from distill.reduction import check_reduction, finish, grad_scale
+from distill.result import LossResult
+from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
+from distill.teacher import Teacher, distribution, resolve_teacher
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(
+    student_logits: Tensor,
+    *,
+    labels: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float | None = None,
+    scale_t2: bool = True,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> LossResult:
+    """Cross-entropy with hard ``labels`` or one soft teacher form; see the module docstring.
+
+    Args:
+        student_logits: (..., C) floating tensor; -inf marks a masked class.
+        labels: integer class per row, shape (...) (a 0-d tensor for a 1-D student).
+        teacher_logits / teacher_probs / teacher_log_probs: soft targets, same shape as the student.
+        temperature: T > 0 for soft targets (default 1); an error with hard labels.
+        scale_t2: multiply soft-target losses by T².
+        weight: (C,) class weights.
+        ignore_index: label value whose rows are skipped (hard labels only).
+        label_smoothing: ε in [0, 1].
+        reduction: ``mean`` (default), ``sum`` or ``none`` (per row).
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student_logits).
+    """
+    reduction_ = check_reduction(reduction, REDUCTIONS)
+    epsilon = float(label_smoothing)
+    if not 0.0 <= epsilon <= 1.0:
+        raise InputError("label_smoothing", f"must be in [0, 1], got {label_smoothing}")
+    rows = make_rows(student_logits, mask)
+    student = rows.flat(student_logits)
+    check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    class_weight = _class_weight(weight, rows, student.device)
+    teachers = (teacher_logits, teacher_probs, teacher_log_probs)
+    if labels is not None:
+        if any(t is not None for t in teachers):
+            raise InputError("labels", "give either labels or one teacher tensor, not both")
+        if temperature is not None:
+            raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
+        return _hard(rows, student, labels, class_weight, ignore_index, epsilon, reduction_, compute_grad)
+    temperature_ = check_temperature(1.0 if temperature is None else temperature)
+    teacher = resolve_teacher(
+        rows,
+        student.device,
+        logits=teacher_logits,
+        probs=teacher_probs,
+        log_probs=teacher_log_probs,
+        allowed=("logits", "probs", "log_probs"),
+    )
+    factor = temperature_**2 if scale_t2 else 1.0
+    normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
+    kernel = soft_kernel(rows, teacher, temperature_, factor, class_weight, epsilon)
+    out = run_kernel(
+        rows,
+        student,
+        kernel,
+        grad_scale=grad_scale(factor / temperature_, normalizer),
+        want_grad=compute_grad,
+        want_elements=reduction_ == "none",
+        elements_per_row=True,
+    )
+    return finish(out, rows, reduction_, normalizer, per_row=True)
+
+
+def _class_weight(weight: Tensor | None, rows: Rows, device: torch.device) -> Tensor | None:
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor) or weight.dtype not in FLOAT_DTYPES:
+        raise InputError("weight", "must be a floating tensor")
+    if tuple(weight.shape) != (rows.n_classes,):
+        raise InputError("weight", f"must have shape ({rows.n_classes},) (one weight per class), got {tuple(weight.shape)}")
+    finite = torch.isfinite(weight)
+    if not bool(finite.all()):
+        raise InputError("weight", "must be finite", (int((~finite).nonzero()[0, 0]),))
+    return weight.to(device)
+
+
+def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:
+    """Labels must be integers of the student's leading shape, each a class index or ``ignore_index``.
+
+    Returns them flattened to (n_rows,) as int64 on the student's device.
+    """
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise InputError("labels", "must be an integer tensor of class indices")
+    if tuple(labels.shape) != rows.lead_shape:
+        raise InputError("labels", f"shape {tuple(labels.shape)} must equal the student's leading shape {rows.lead_shape}")
+    flat = labels.reshape(rows.n_rows).to(torch.int64)
+    bad = ((flat < 0) | (flat >= rows.n_classes)) & (flat != ignore_index)
+    if rows.kept is not None:
+        keep = torch.zeros(rows.n_rows, dtype=torch.bool, device=bad.device)
+        keep[rows.kept.to(bad.device)] = True
+        bad &= keep
+    if bool(bad.any()):
+        position = int(bad.nonzero()[0, 0])
+        raise InputError(
+            "labels",
+            f"must be in [0, {rows.n_classes}) or equal ignore_index ({ignore_index}), got {int(flat[position])}",
+            unravel(position, rows.lead_shape),
+        )
+    return flat
+
+
+def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
+    """PyTorch's weighted-mean denominator: Σ w_y over non-ignored kept rows (their count unweighted)."""
+    if reduction != "mean":
+        return 1.0
+    valid = labels_kept != ignore_index
+    if weight is None:
+        return float(valid.sum())
+    return float(weight.to(torch.float64)[labels_kept[valid]].sum())
+
+
+def _hard(
+    rows: Rows,
+    student: Tensor,
+    labels: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    epsilon: float,
+    reduction: str,
+    compute_grad: bool,
+) -> LossResult:
+    labels_flat = check_labels(labels, rows, ignore_index).to(student.device)
+    labels_kept = labels_flat if rows.kept is None else labels_flat.index_select(0, rows.kept)
+    normalizer = hard_normalizer(labels_kept, weight, ignore_index, reduction)
+    kernel = hard_kernel(rows, labels_kept, weight, ignore_index, epsilon)
+    out = run_kernel(
+        rows,
+        student,
+        kernel,
+        grad_scale=grad_scale(1.0, normalizer),
+        want_grad=compute_grad,
+        want_elements=reduction == "none",
+        elements_per_row=True,
+    )
+    return finish(out, rows, reduction, normalizer, per_row=True)  # type: ignore[arg-type]
+
+
+def hard_kernel(rows: Rows, labels_kept: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:
+    """Per-chunk kernel for hard-label cross-entropy; ``labels_kept`` is aligned with kept rows."""
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        s = chunk.student
+        n_classes = s.shape[1]
+        log_q = torch.log_softmax(s, dim=-1)
+        y = labels_kept[chunk.positions]
+        valid = y != ignore_index
+        y_safe = torch.where(valid, y, 0).unsqueeze(1)
+        w = None if weight is None else weight.to(s.dtype)
+        w_y = torch.ones(y.shape, dtype=s.dtype, device=s.device) if w is None else w[y_safe.squeeze(1)]
+        w_y = w_y * valid
+        row_loss = log_q.gather(1, y_safe).squeeze(1).mul_(w_y).mul_(-(1.0 - epsilon))
+        if epsilon > 0.0:
+            row_loss.add_(_smooth_terms(chunk, rows, log_q, w, valid), alpha=epsilon / n_classes)
+        if not bool(torch.isfinite(row_loss).all()):
+            raise_at(
+                "student_logits",
+                "is -inf at the labelled class: the cross-entropy is infinite",
+                rows,
+                chunk.selection,
+                torch.zeros_like(log_q, dtype=torch.bool).scatter_(1, y_safe, (valid & (log_q.gather(1, y_safe).squeeze(1) == -math.inf)).unsqueeze(1)),
+            )
+        grad = None
+        if want_grad:
+            row_scale = valid.to(s.dtype).unsqueeze(1).mul_(chunk.grad_scale)
+            total_weight = float(n_classes) if w is None else float(w.sum())
+            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
+            coefficient = ((1.0 - epsilon) * w_y + (epsilon / n_classes) * total_weight).unsqueeze(1)
+            q.mul_(coefficient * row_scale)
+            if epsilon > 0.0:
+                smooth_w = torch.ones((1, n_classes), dtype=s.dtype, device=s.device) if w is None else w.unsqueeze(0)
+                q.addcmul_(row_scale, smooth_w, value=-epsilon / n_classes)
+            q.scatter_add_(1, y_safe, (-(1.0 - epsilon) * w_y).unsqueeze(1) * row_scale)
+            grad = q
+        return ChunkResult(row_loss, row_loss if want_elements else None, grad)
+
+    return kernel
+
+
+def _smooth_terms(chunk: Chunk, rows: Rows, log_q: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
+    """−Σ_c w_c · log q_c per row (0 on ignored rows), rejecting smoothing mass on -inf classes."""
+    terms = log_q if w is None else log_q * w
+    smooth = terms.sum(dim=-1).neg_()
+    if not bool(torch.isfinite(smooth[valid]).all()):
+        weighted = log_q == -math.inf if w is None else (log_q == -math.inf) & (w != 0)
+        raise_at(
+            "student_logits",
+            "is -inf at a class that label_smoothing gives mass to: the cross-entropy is infinite",
+            rows,
+            chunk.selection,
+            weighted & valid.unsqueeze(1),
+        )
+        smooth = terms.nan_to_num(nan=0.0).sum(dim=-1).neg_()
+    return smooth.mul_(valid)
+
+
+def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, epsilon: float) -> Kernel:
+    """Per-chunk kernel for cross-entropy against a soft teacher distribution."""
+    inverse_t = 1.0 / temperature
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        s = chunk.student
+        n_classes = s.shape[1]
+        log_q = torch.log_softmax(s if inverse_t == 1.0 else s * inverse_t, dim=-1)
+        p = distribution(take(teacher.flat, chunk.selection).to(s.dtype), teacher.kind, temperature)
+        if epsilon > 0.0:
+            p = p * (1.0 - epsilon) + epsilon / n_classes
+        target = p if weight is None else p * weight.to(s.dtype)
+        terms = torch.mul(target, log_q)
+        row_loss = terms.sum(dim=-1)
+        if not bool(torch.isfinite(row_loss).all()):
+            raise_at(
+                "student_logits",
+                f"is -inf where the {teacher.argument} target has mass: the cross-entropy is infinite",
+                rows,
+                chunk.selection,
+                (target != 0) & (log_q == -math.inf),
+            )
+            row_loss = terms.nan_to_num_(nan=0.0).sum(dim=-1)
+        row_loss.mul_(-factor)
+        grad = None
+        if want_grad:
+            target_sum = target.sum(dim=-1, keepdim=True)
+            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
+            grad = q.mul_(target_sum).sub_(target).mul_(chunk.grad_scale)
+        return ChunkResult(row_loss, row_loss if want_elements else None, grad)
+
+    return kernel

@@ -1,0 +1,141 @@
+"""KL divergence between the teacher and the student at temperature T (Hinton et al. 2015).
+
+With student logits s, temperature T, log q = log_softmax(s / T) and teacher distribution p (softmax of
+teacher logits / T, or probabilities / log-probabilities taken as given), each element is
+
+    l_ij = T² · p_ij · (log p_ij − log q_ij)          (0 where p_ij = 0, i.e. 0·log 0 = 0)
+
+which is ``T² · F.kl_div(log q, p, reduction)`` on the (rows, C) flattening. Reductions:
+``batchmean`` = Σ l / rows (default), ``sum``, ``mean`` = Σ l / (rows · C), ``none`` (element-wise).
+
+Gradient (closed form, what autograd through log_softmax gives):
+
+    ∂L/∂s_ij = (T² / (T · norm)) · (q_ij · Σ_k p_ik − p_ij)
+
+so for a normalised teacher and ``batchmean`` it is T · (softmax(s/T) − p) / rows. The T² factor can be
+turned off with ``scale_t2=False``.
+
+Classes masked with -inf in the student where the teacher also has zero mass contribute 0 and get a
+zero gradient; teacher mass on a class where the student is -inf makes the true KL infinite, which is
+an :class:`~distill.errors.InputError` naming the row and class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from distill.checks import check_logits
+from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
+from distill.reduction import check_reduction, element_normalizer, finish, grad_scale
+from distill.result import LossResult
+from distill.rows import Rows, check_temperature, make_rows, raise_at, take
+from distill.teacher import Teacher, resolve_teacher
+
+REDUCTIONS = ("batchmean", "sum", "mean", "none")
+
+
+def kl_div(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> LossResult:
+    """KL(teacher ‖ student) over the last dimension; see the module docstring for the formulas.
+
+    Args:
+        student_logits: (..., C) floating tensor; -inf marks a masked class.
+        teacher_logits / teacher_probs / teacher_log_probs: exactly one, same shape as the student.
+        temperature: T > 0; divides student and teacher logits.
+        scale_t2: multiply by T² (Hinton's scaling, keeps gradient magnitudes independent of T).
+        reduction: ``batchmean`` (default), ``sum``, ``mean`` or ``none``.
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student_logits).
+    """
+    reduction_ = check_reduction(reduction, REDUCTIONS)
+    temperature = check_temperature(temperature)
+    rows = make_rows(student_logits, mask)
+    student = rows.flat(student_logits)
+    check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    teacher = resolve_teacher(
+        rows,
+        student.device,
+        logits=teacher_logits,
+        probs=teacher_probs,
+        log_probs=teacher_log_probs,
+        allowed=("logits", "probs", "log_probs"),
+    )
+    factor = temperature**2 if scale_t2 else 1.0
+    normalizer = element_normalizer(reduction_, rows)
+    kernel = kl_kernel(rows, teacher, temperature, factor)
+    out = run_kernel(
+        rows,
+        student,
+        kernel,
+        grad_scale=grad_scale(factor / temperature, normalizer),
+        want_grad=compute_grad,
+        want_elements=reduction_ == "none",
+    )
+    return finish(out, rows, reduction_, normalizer)
+
+
+def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -> Kernel:
+    """Build the per-chunk KL kernel for a validated teacher (shared with the batcher)."""
+    inverse_t = 1.0 / temperature
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        s = chunk.student
+        log_q = torch.log_softmax(s if inverse_t == 1.0 else s * inverse_t, dim=-1)
+        t = take(teacher.flat, chunk.selection).to(s.dtype)
+        if teacher.kind == "logits":
+            log_p = torch.log_softmax(t if inverse_t == 1.0 else t * inverse_t, dim=-1)
+            p = log_p.exp()
+        elif teacher.kind == "log_probs":
+            log_p = t
+            p = t.exp()
+        else:
+            p = t
+            log_p = t.log()
+        p_sum = None if teacher.kind == "logits" else p.sum(dim=-1, keepdim=True)
+        elements = torch.sub(log_p, log_q).mul_(p)
+        row_loss = elements.sum(dim=-1)
+        if not bool(torch.isfinite(row_loss).all()):
+            row_loss = _zero_mass_terms(chunk, rows, teacher, elements, p, log_q)
+        if factor != 1.0:
+            row_loss.mul_(factor)
+            if want_elements:
+                elements.mul_(factor)
+        grad = None
+        if want_grad:
+            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
+            if p_sum is not None:
+                q.mul_(p_sum)
+            grad = q.sub_(p).mul_(chunk.grad_scale)
+        return ChunkResult(row_loss, elements if want_elements else None, grad)
+
+    return kernel
+
+
+def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tensor, p: Tensor, log_q: Tensor) -> Tensor:
+    """Slow path for rows with a non-finite sum: apply 0·log 0 = 0, or report infinite KL.
+
+    Where the teacher has zero mass the element is 0·(log 0 − log q) = NaN in floating point; it is
+    0 by definition. Where the teacher has mass and the student is -inf the KL is truly infinite.
+    """
+    raise_at(
+        "student_logits",
+        f"is -inf where {teacher.argument} has probability mass: the KL divergence is infinite",
+        rows,
+        chunk.selection,
+        (p > 0) & (log_q == -math.inf),
+    )
+    elements.masked_fill_(p == 0, 0.0)
+    return elements.sum(dim=-1)
