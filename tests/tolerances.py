@@ -1,0 +1,31 @@
+"""Shared test helpers: tolerances per dtype and random row masks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: (rtol, atol relative to the reference's magnitude) for comparing against PyTorch.
+TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    torch.float16: 2e-3,
+    torch.bfloat16: 1.6e-2,
+}
+
+
+def assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype) -> None:
+    """Relative closeness at the dtype's tolerance, with an absolute floor scaled to the reference."""
+    tol = TOLERANCE[dtype]
+    expected = expected.to(torch.float64)
+    actual = actual.detach().to(torch.float64)
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale if scale > 0 else tol)
+
+
+def random_mask(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """A row mask over the leading shape that keeps at least one row."""
+    lead = shape[:-1]
+    mask = torch.rand(lead, generator=generator) > 0.3
+    mask.view(-1)[0] = True
+    return mask
