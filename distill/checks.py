@@ -31,13 +31,15 @@ def _raise_first(name: str, reason: str, rows: Rows, bad: Tensor) -> None:
     raise InputError(name, reason, unravel(flat, tuple(rows.shape)))
 
 
-def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) -> None:
+def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) -> Tensor:
     """Logits must not be NaN or +inf, and each kept row needs a finite value.
 
     With ``allow_neg_inf`` a -inf logit marks a masked class (where it meets teacher mass is the
-    kernels' concern: it shows up there as an infinite row loss).
+    kernels' concern: it shows up there as an infinite row loss). Returns the row maxima of all
+    rows, shape (n_rows,), which softmax kernels reuse.
     """
-    high = _kept(rows, flat.amax(dim=-1))
+    row_max = flat.amax(dim=-1)
+    high = _kept(rows, row_max)
     if bool(torch.isnan(high).any()):
         _raise_first(name, "must not be NaN", rows, torch.isnan(flat))
     if bool((high == math.inf).any()):
@@ -50,6 +52,7 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
         raise InputError(name, "row has no finite value (every class is -inf)", unravel(flat_row, rows.lead_shape))
     if not allow_neg_inf and bool((_kept(rows, flat.amin(dim=-1)) == -math.inf).any()):
         _raise_first(name, "must be finite, got -inf", rows, flat == -math.inf)
+    return row_max
 
 
 def check_probs(flat: Tensor, name: str, rows: Rows) -> None:

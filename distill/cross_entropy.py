@@ -36,6 +36,7 @@ from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
 from distill.reduction import check_reduction, finish, grad_scale
 from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
+from distill.softmax import softmax_and_lse
 from distill.teacher import Teacher, distribution, resolve_teacher
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -78,7 +79,7 @@ def cross_entropy(
         raise InputError("label_smoothing", f"must be in [0, 1], got {label_smoothing}")
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
-    check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     class_weight = _class_weight(weight, rows, student.device)
     teachers = (teacher_logits, teacher_probs, teacher_log_probs)
     if labels is not None:
@@ -86,7 +87,7 @@ def cross_entropy(
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
-        return _hard(rows, student, labels, class_weight, ignore_index, epsilon, reduction_, compute_grad)
+        return _hard(rows, student, row_max, labels, class_weight, ignore_index, epsilon, reduction_, compute_grad)
     temperature_ = check_temperature(1.0 if temperature is None else temperature)
     teacher = resolve_teacher(
         rows,
@@ -107,6 +108,7 @@ def cross_entropy(
         want_grad=compute_grad,
         want_elements=reduction_ == "none",
         elements_per_row=True,
+        row_max=row_max,
     )
     return finish(out, rows, reduction_, normalizer, per_row=True)
 
@@ -162,6 +164,7 @@ def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: in
 def _hard(
     rows: Rows,
     student: Tensor,
+    row_max: Tensor,
     labels: Tensor,
     weight: Tensor | None,
     ignore_index: int,
@@ -181,39 +184,40 @@ def _hard(
         want_grad=compute_grad,
         want_elements=reduction == "none",
         elements_per_row=True,
+        row_max=row_max,
     )
     return finish(out, rows, reduction, normalizer, per_row=True)  # type: ignore[arg-type]
 
 
 def hard_kernel(rows: Rows, labels_kept: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:
-    """Per-chunk kernel for hard-label cross-entropy; ``labels_kept`` is aligned with kept rows."""
+    """Per-chunk kernel for hard-label cross-entropy; ``labels_kept`` is aligned with kept rows.
+
+    One softmax pass gives q (the gradient's main term) and the log-sum-exp; log q_y = s_y − lse and
+    the smoothing sum Σ_c w_c · log q_c = s · w − lse · Σ_c w_c need no per-element logarithm.
+    """
 
     def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
         s = chunk.student
         n_classes = s.shape[1]
-        log_q = torch.log_softmax(s, dim=-1)
+        assert chunk.row_max is not None
+        q, lse = softmax_and_lse(s, chunk.row_max, chunk.grad_out if want_grad else None)
         y = labels_kept[chunk.positions]
         valid = y != ignore_index
         y_safe = torch.where(valid, y, 0).unsqueeze(1)
         w = None if weight is None else weight.to(s.dtype)
-        w_y = torch.ones(y.shape, dtype=s.dtype, device=s.device) if w is None else w[y_safe.squeeze(1)]
-        w_y = w_y * valid
-        row_loss = log_q.gather(1, y_safe).squeeze(1).mul_(w_y).mul_(-(1.0 - epsilon))
+        w_y = valid.to(s.dtype) if w is None else w[y_safe.squeeze(1)].mul_(valid)
+        log_q_y = s.gather(1, y_safe).squeeze(1).sub_(lse)
+        row_loss = log_q_y.mul(w_y).mul_(-(1.0 - epsilon))
         if epsilon > 0.0:
-            row_loss.add_(_smooth_terms(chunk, rows, log_q, w, valid), alpha=epsilon / n_classes)
+            row_loss.add_(_smooth_terms(chunk, rows, s, lse, w, valid), alpha=epsilon / n_classes)
         if not bool(torch.isfinite(row_loss).all()):
-            raise_at(
-                "student_logits",
-                "is -inf at the labelled class: the cross-entropy is infinite",
-                rows,
-                chunk.selection,
-                torch.zeros_like(log_q, dtype=torch.bool).scatter_(1, y_safe, (valid & (log_q.gather(1, y_safe).squeeze(1) == -math.inf)).unsqueeze(1)),
-            )
+            labelled_neg_inf = valid & (log_q_y == -math.inf)
+            bad = torch.zeros_like(s, dtype=torch.bool).scatter_(1, y_safe, labelled_neg_inf.unsqueeze(1))
+            raise_at("student_logits", "is -inf at the labelled class: the cross-entropy is infinite", rows, chunk.selection, bad)
         grad = None
         if want_grad:
             row_scale = valid.to(s.dtype).unsqueeze(1).mul_(chunk.grad_scale)
             total_weight = float(n_classes) if w is None else float(w.sum())
-            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
             coefficient = ((1.0 - epsilon) * w_y + (epsilon / n_classes) * total_weight).unsqueeze(1)
             q.mul_(coefficient * row_scale)
             if epsilon > 0.0:
@@ -226,52 +230,57 @@ def hard_kernel(rows: Rows, labels_kept: Tensor, weight: Tensor | None, ignore_i
     return kernel
 
 
-def _smooth_terms(chunk: Chunk, rows: Rows, log_q: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
+def _smooth_terms(chunk: Chunk, rows: Rows, s: Tensor, lse: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
     """−Σ_c w_c · log q_c per row (0 on ignored rows), rejecting smoothing mass on -inf classes."""
-    terms = log_q if w is None else log_q * w
-    smooth = terms.sum(dim=-1).neg_()
+    dot, total_weight = (s.sum(dim=-1), float(s.shape[1])) if w is None else (torch.mv(s, w), float(w.sum()))
+    smooth = dot.sub_(lse * total_weight).neg_()
     if not bool(torch.isfinite(smooth[valid]).all()):
-        weighted = log_q == -math.inf if w is None else (log_q == -math.inf) & (w != 0)
+        neg_inf = s == -math.inf
         raise_at(
             "student_logits",
             "is -inf at a class that label_smoothing gives mass to: the cross-entropy is infinite",
             rows,
             chunk.selection,
-            weighted & valid.unsqueeze(1),
+            (neg_inf if w is None else neg_inf & (w != 0)) & valid.unsqueeze(1),
         )
-        smooth = terms.nan_to_num(nan=0.0).sum(dim=-1).neg_()
+        log_q = s - lse.unsqueeze(1)
+        smooth = (log_q if w is None else log_q * w).nan_to_num_(nan=0.0).sum(dim=-1).neg_()
     return smooth.mul_(valid)
 
 
 def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, epsilon: float) -> Kernel:
-    """Per-chunk kernel for cross-entropy against a soft teacher distribution."""
+    """Per-chunk kernel for cross-entropy against a soft teacher distribution.
+
+    With target r = w ⊙ p' and one softmax pass over x = s / T giving q and lse,
+    −Σ_c r_c · log q_c = lse · Σ_c r_c − r · x (a row dot product, no per-element logarithm).
+    """
     inverse_t = 1.0 / temperature
 
     def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
         s = chunk.student
         n_classes = s.shape[1]
-        log_q = torch.log_softmax(s if inverse_t == 1.0 else s * inverse_t, dim=-1)
+        x = s if inverse_t == 1.0 else s * inverse_t
+        assert chunk.row_max is not None
+        q, lse = softmax_and_lse(x, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
         p = distribution(take(teacher.flat, chunk.selection).to(s.dtype), teacher.kind, temperature)
         if epsilon > 0.0:
             p = p * (1.0 - epsilon) + epsilon / n_classes
         target = p if weight is None else p * weight.to(s.dtype)
-        terms = torch.mul(target, log_q)
-        row_loss = terms.sum(dim=-1)
+        target_sum = target.sum(dim=-1)
+        row_loss = lse.mul(target_sum).sub_(torch.mul(target, x).sum(dim=-1))
         if not bool(torch.isfinite(row_loss).all()):
             raise_at(
                 "student_logits",
                 f"is -inf where the {teacher.argument} target has mass: the cross-entropy is infinite",
                 rows,
                 chunk.selection,
-                (target != 0) & (log_q == -math.inf),
+                (target != 0) & (x == -math.inf),
             )
-            row_loss = terms.nan_to_num_(nan=0.0).sum(dim=-1)
-        row_loss.mul_(-factor)
+            row_loss = torch.mul(target, x - lse.unsqueeze(1)).nan_to_num_(nan=0.0).sum(dim=-1).neg_()
+        row_loss.mul_(factor)
         grad = None
         if want_grad:
-            target_sum = target.sum(dim=-1, keepdim=True)
-            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
-            grad = q.mul_(target_sum).sub_(target).mul_(chunk.grad_scale)
+            grad = q.mul_(target_sum.unsqueeze(1)).sub_(target).mul_(chunk.grad_scale)
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel

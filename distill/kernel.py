@@ -31,6 +31,7 @@ class Chunk:
         grad_scale: multiply the gradient by this: a float, or a (rows, 1) tensor.
         grad_out: the caller-visible gradient rows, when they can be written in place (else
             ``None``). A kernel may compute into it and return it; anything else it returns is copied.
+        row_max: the student rows' maxima in the compute dtype, when the caller passed them.
     """
 
     selection: RowSelection
@@ -38,6 +39,7 @@ class Chunk:
     student: Tensor
     grad_scale: float | Tensor
     grad_out: Tensor | None
+    row_max: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def run_kernel(
     want_grad: bool,
     want_elements: bool,
     elements_per_row: bool = False,
+    row_max: Tensor | None = None,
 ) -> KernelOutput:
     """Run ``kernel`` over the kept rows in chunks and assemble the outputs.
 
@@ -81,6 +84,7 @@ def run_kernel(
         want_grad: compute the gradient (else ``grad`` is ``None``).
         want_elements: collect element losses into a full (n_rows, C) tensor (or (n_rows,) with
             ``elements_per_row``), zero on dropped rows.
+        row_max: optional (n_rows,) maxima of the student rows, handed to the kernel per chunk.
     """
     dtype = compute_dtype(student_flat.dtype)
     device = student_flat.device
@@ -103,6 +107,7 @@ def run_kernel(
             student=take(student_flat, selection).to(dtype),
             grad_scale=scale,
             grad_out=grad[selection] if write_in_place and grad is not None else None,
+            row_max=None if row_max is None else take(row_max, selection).to(dtype),
         )
         result = kernel(chunk, want_grad, want_elements)
         row_loss[positions] = result.row_loss

@@ -85,10 +85,7 @@ class Rows:
 
     def row_coords(self, selection: RowSelection, position: int) -> tuple[int, ...]:
         """Original leading-dim coordinates of the ``position``-th row of a chunk."""
-        if isinstance(selection, slice):
-            flat_row = selection.start + position
-        else:
-            flat_row = int(selection[position])
+        flat_row = selection.start + position if isinstance(selection, slice) else int(selection[position])
         return unravel(flat_row, self.lead_shape) if self.lead_shape else ()
 
 
@@ -163,5 +160,5 @@ def raise_at(name: str, reason: str, rows: Rows, selection: RowSelection, bad: T
     flat = first_bad(bad)
     if bad.dim() == 2:
         position, cls = divmod(flat, bad.shape[1])
-        raise InputError(name, reason, rows.row_coords(selection, position) + (cls,))
+        raise InputError(name, reason, (*rows.row_coords(selection, position), cls))
     raise InputError(name, reason, rows.row_coords(selection, flat))

@@ -52,8 +52,18 @@ def kl(student: Tensor, teacher: Tensor, kind: str, *, T: float, scale_t2: bool,
     return run(student, mask, loss)
 
 
-def bce_logits(student: Tensor, teacher: Tensor, kind: str, *, T: float, scale_t2: bool, weight: Tensor | None,
-               pos_weight: Tensor | None, reduction: str, mask: Tensor | None) -> Reference:
+def bce_logits(
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    *,
+    T: float,
+    scale_t2: bool,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    reduction: str,
+    mask: Tensor | None,
+) -> Reference:
     compute = torch.float64 if student.dtype == torch.float64 else torch.float32
     t = teacher_rows(teacher, mask, compute)
     y = torch.sigmoid(t / T) if kind == "logits" else t
@@ -71,17 +81,36 @@ def bce_probs(student: Tensor, teacher: Tensor, kind: str, *, weight: Tensor | N
     return run(student, mask, lambda q: F.binary_cross_entropy(q, y, w, reduction=reduction))
 
 
-def ce_hard(student: Tensor, labels: Tensor, *, weight: Tensor | None, ignore_index: int, label_smoothing: float,
-            reduction: str, mask: Tensor | None) -> Reference:
+def ce_hard(
+    student: Tensor,
+    labels: Tensor,
+    *,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    reduction: str,
+    mask: Tensor | None,
+) -> Reference:
     compute = torch.float64 if student.dtype == torch.float64 else torch.float32
     y = labels.reshape(-1) if mask is None else labels.reshape(-1)[mask.reshape(-1)]
     w = None if weight is None else weight.to(compute)
-    return run(student, mask, lambda s: F.cross_entropy(s, y, w, ignore_index=ignore_index, reduction=reduction,
-                                                        label_smoothing=label_smoothing))
+    return run(
+        student, mask, lambda s: F.cross_entropy(s, y, w, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    )
 
 
-def ce_soft(student: Tensor, teacher: Tensor, kind: str, *, T: float, scale_t2: bool, weight: Tensor | None,
-            label_smoothing: float, reduction: str, mask: Tensor | None) -> Reference:
+def ce_soft(
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    *,
+    T: float,
+    scale_t2: bool,
+    weight: Tensor | None,
+    label_smoothing: float,
+    reduction: str,
+    mask: Tensor | None,
+) -> Reference:
     compute = torch.float64 if student.dtype == torch.float64 else torch.float32
     t = teacher_rows(teacher, mask, compute)
     p = {"logits": lambda: F.softmax(t / T, dim=-1), "probs": lambda: t, "log_probs": lambda: t.exp()}[kind]()

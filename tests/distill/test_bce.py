@@ -14,10 +14,12 @@ from tests.tolerances import assert_close, random_mask
 
 def check_logits(student, teacher, kind, *, T=1.0, scale_t2=True, weight=None, pos_weight=None, reduction="mean", mask=None):
     kwarg = "teacher_logits" if kind == "logits" else "teacher_probs"
-    result = bce(student, **{kwarg: teacher}, temperature=T, scale_t2=scale_t2, weight=weight, pos_weight=pos_weight,
-                 reduction=reduction, mask=mask)
-    ref = reference.bce_logits(student, teacher, kind, T=T, scale_t2=scale_t2, weight=weight, pos_weight=pos_weight,
-                               reduction=reduction, mask=mask)
+    result = bce(
+        student, **{kwarg: teacher}, temperature=T, scale_t2=scale_t2, weight=weight, pos_weight=pos_weight, reduction=reduction, mask=mask
+    )
+    ref = reference.bce_logits(
+        student, teacher, kind, T=T, scale_t2=scale_t2, weight=weight, pos_weight=pos_weight, reduction=reduction, mask=mask
+    )
     compare(result, ref, student, reduction, mask)
 
 
@@ -45,13 +47,23 @@ def test_logits_match_torch(shape, dtype, kind, reduction):
 def test_weights_temperature_mask(T, scale_t2, weights, masked):
     shape = (2, 7, 33)
     generator = torch.Generator().manual_seed(3)
-    weight = {"class": torch.rand(33, generator=generator, dtype=torch.float64),
-              "full": torch.rand(2, 7, 33, generator=generator, dtype=torch.float64),
-              "both": torch.rand(7, 1, generator=generator, dtype=torch.float64)}.get(weights)
+    weight = {
+        "class": torch.rand(33, generator=generator, dtype=torch.float64),
+        "full": torch.rand(2, 7, 33, generator=generator, dtype=torch.float64),
+        "both": torch.rand(7, 1, generator=generator, dtype=torch.float64),
+    }.get(weights)
     pos_weight = torch.rand(33, generator=generator, dtype=torch.float64) * 3 if weights in ("pos_weight", "both") else None
     mask = random_mask(shape, generator) if masked else None
-    check_logits(inputs.logits(shape, torch.float64, 4), inputs.logits(shape, torch.float64, 5), "logits", T=T,
-                 scale_t2=scale_t2, weight=weight, pos_weight=pos_weight, mask=mask)
+    check_logits(
+        inputs.logits(shape, torch.float64, 4),
+        inputs.logits(shape, torch.float64, 5),
+        "logits",
+        T=T,
+        scale_t2=scale_t2,
+        weight=weight,
+        pos_weight=pos_weight,
+        mask=mask,
+    )
 
 
 @pytest.mark.parametrize("shape", inputs.SHAPES)
@@ -117,5 +129,11 @@ def test_non_finite_student_logits_named():
 def test_property_random_shapes_and_values(lead, classes, T, scale, reduction, use_pos_weight, seed):
     shape = (*lead, classes)
     pos_weight = torch.rand(classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 4 if use_pos_weight else None
-    check_logits(inputs.logits(shape, torch.float64, seed, scale=scale), inputs.logits(shape, torch.float64, seed + 1), "logits",
-                 T=T, pos_weight=pos_weight, reduction=reduction)
+    check_logits(
+        inputs.logits(shape, torch.float64, seed, scale=scale),
+        inputs.logits(shape, torch.float64, seed + 1),
+        "logits",
+        T=T,
+        pos_weight=pos_weight,
+        reduction=reduction,
+    )

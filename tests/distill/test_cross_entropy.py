@@ -25,19 +25,30 @@ def compare(result, ref, student, reduction, mask):
 
 
 def check_hard(student, labels, *, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", mask=None):
-    result = cross_entropy(student, labels=labels, weight=weight, ignore_index=ignore_index,
-                           label_smoothing=label_smoothing, reduction=reduction, mask=mask)
-    ref = reference.ce_hard(student, labels, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                            reduction=reduction, mask=mask)
+    result = cross_entropy(
+        student, labels=labels, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction, mask=mask
+    )
+    ref = reference.ce_hard(
+        student, labels, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction, mask=mask
+    )
     compare(result, ref, student, reduction, mask)
     return result
 
 
 def check_soft(student, teacher, kind, *, T=1.0, scale_t2=True, weight=None, label_smoothing=0.0, reduction="mean", mask=None):
-    result = cross_entropy(student, **{TEACHER_KWARG[kind]: teacher}, temperature=T, scale_t2=scale_t2, weight=weight,
-                           label_smoothing=label_smoothing, reduction=reduction, mask=mask)
-    ref = reference.ce_soft(student, teacher, kind, T=T, scale_t2=scale_t2, weight=weight,
-                            label_smoothing=label_smoothing, reduction=reduction, mask=mask)
+    result = cross_entropy(
+        student,
+        **{TEACHER_KWARG[kind]: teacher},
+        temperature=T,
+        scale_t2=scale_t2,
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+        mask=mask,
+    )
+    ref = reference.ce_soft(
+        student, teacher, kind, T=T, scale_t2=scale_t2, weight=weight, label_smoothing=label_smoothing, reduction=reduction, mask=mask
+    )
     compare(result, ref, student, reduction, mask)
 
 
@@ -48,8 +59,13 @@ def check_soft(student, teacher, kind, *, T=1.0, scale_t2=True, weight=None, lab
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_hard_labels_match_torch(shape, dtype, reduction, weighted, label_smoothing):
     weight = torch.rand(shape[-1], generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype) if weighted else None
-    check_hard(inputs.logits(shape, dtype, 1), inputs.labels(shape, 2, ignore_every=3 if shape[0] > 1 else 0),
-               weight=weight, label_smoothing=label_smoothing, reduction=reduction)
+    check_hard(
+        inputs.logits(shape, dtype, 1),
+        inputs.labels(shape, 2, ignore_every=3 if shape[0] > 1 else 0),
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
 
 
 def test_hard_labels_one_dimensional_student_takes_a_scalar_label():
@@ -63,8 +79,14 @@ def test_ignore_index_and_mask(ignore_index, masked):
     labels = inputs.labels(shape, 5)
     labels.view(-1)[::4] = ignore_index
     mask = random_mask(shape, torch.Generator().manual_seed(6)) if masked else None
-    check_hard(inputs.logits(shape, torch.float64, 7), labels, ignore_index=ignore_index, mask=mask,
-               weight=torch.rand(33, dtype=torch.float64), label_smoothing=0.2)
+    check_hard(
+        inputs.logits(shape, torch.float64, 7),
+        labels,
+        ignore_index=ignore_index,
+        mask=mask,
+        weight=torch.rand(33, dtype=torch.float64),
+        label_smoothing=0.2,
+    )
 
 
 def test_all_ignored_gives_zero_not_nan():
@@ -90,8 +112,16 @@ def test_soft_options(T, scale_t2, weighted, label_smoothing, masked):
     generator = torch.Generator().manual_seed(10)
     weight = torch.rand(33, generator=generator, dtype=torch.float64) if weighted else None
     mask = random_mask(shape, generator) if masked else None
-    check_soft(inputs.logits(shape, torch.float64, 11), inputs.logits(shape, torch.float64, 12), "logits", T=T,
-               scale_t2=scale_t2, weight=weight, label_smoothing=label_smoothing, mask=mask)
+    check_soft(
+        inputs.logits(shape, torch.float64, 11),
+        inputs.logits(shape, torch.float64, 12),
+        "logits",
+        T=T,
+        scale_t2=scale_t2,
+        weight=weight,
+        label_smoothing=label_smoothing,
+        mask=mask,
+    )
 
 
 def test_temperature_with_hard_labels_is_an_error():
@@ -143,5 +173,10 @@ def test_masked_vocabulary():
 def test_property_hard_labels(lead, classes, scale, label_smoothing, reduction, weighted, seed):
     shape = (*lead, classes)
     weight = torch.rand(classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.1 if weighted else None
-    check_hard(inputs.logits(shape, torch.float64, seed, scale=scale), inputs.labels(shape, seed + 1),
-               weight=weight, label_smoothing=label_smoothing, reduction=reduction)
+    check_hard(
+        inputs.logits(shape, torch.float64, seed, scale=scale),
+        inputs.labels(shape, seed + 1),
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )

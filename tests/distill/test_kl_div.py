@@ -42,8 +42,7 @@ def test_matches_torch(shape, dtype, kind, reduction):
 def test_temperature_and_mask(T, scale_t2, kind, masked):
     shape = (2, 7, 33)
     mask = random_mask(shape, torch.Generator().manual_seed(3)) if masked else None
-    check(inputs.logits(shape, torch.float64, 4), inputs.teacher(shape, torch.float64, kind, 5), kind,
-          T=T, scale_t2=scale_t2, mask=mask)
+    check(inputs.logits(shape, torch.float64, 4), inputs.teacher(shape, torch.float64, kind, 5), kind, T=T, scale_t2=scale_t2, mask=mask)
 
 
 def test_masked_rows_get_zero_gradient_and_are_not_counted():
