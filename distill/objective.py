@@ -1,6 +1,6 @@
 """The combined distillation objective: a weighted sum of loss terms on one student.
 
-    L = Σ_k  a_k · L_k(student),        ∂L/∂s = Σ_k  a_k · ∂L_k/∂s
+    L = Σ_k  a_k · L_k(student),        ∂L/∂s = Σ_k  a_k · ∂L_k/∂s       (a_k: the term's coefficient)
 
 Each term is any of :func:`~distill.kl_div.kl_div`, :func:`~distill.bce.bce` or
 :func:`~distill.cross_entropy.cross_entropy` with its own targets and options (temperature, T²,
@@ -30,26 +30,30 @@ LOSSES: dict[str, Callable[..., LossResult]] = {"kl_div": kl_div, "bce": bce, "c
 
 @dataclass(frozen=True)
 class Term:
-    """One weighted term: which loss, its coefficient, and that loss's keyword arguments."""
+    """One weighted term: which loss, its coefficient, and that loss's keyword arguments.
+
+    The multiplier is called ``coefficient`` because ``weight`` is already PyTorch's name for the
+    per-class / per-element weights that a term's options may carry.
+    """
 
     loss: LossName
-    weight: float = 1.0
+    coefficient: float = 1.0
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def kl_div(cls, weight: float = 1.0, **options: Any) -> Term:
+    def kl_div(cls, coefficient: float = 1.0, **options: Any) -> Term:
         """A KL(teacher ‖ student) term; ``options`` are :func:`~distill.kl_div.kl_div`'s keywords."""
-        return cls("kl_div", weight, options)
+        return cls("kl_div", coefficient, options)
 
     @classmethod
-    def bce(cls, weight: float = 1.0, **options: Any) -> Term:
+    def bce(cls, coefficient: float = 1.0, **options: Any) -> Term:
         """A soft-label BCE term on the student logits; ``options`` are :func:`~distill.bce.bce`'s."""
-        return cls("bce", weight, options)
+        return cls("bce", coefficient, options)
 
     @classmethod
-    def cross_entropy(cls, weight: float = 1.0, **options: Any) -> Term:
+    def cross_entropy(cls, coefficient: float = 1.0, **options: Any) -> Term:
         """A cross-entropy term; ``options`` are :func:`~distill.cross_entropy.cross_entropy`'s."""
-        return cls("cross_entropy", weight, options)
+        return cls("cross_entropy", coefficient, options)
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class TermResult:
     """One term's contribution: its own (unweighted) result and its coefficient."""
 
     loss: LossName
-    weight: float
+    coefficient: float
     result: LossResult
 
 
@@ -94,12 +98,12 @@ def distill(
     for index, term in enumerate(terms):
         _check_term(term, index)
         result = LOSSES[term.loss](student_logits, **term.options, mask=mask, compute_grad=compute_grad)
-        weighted = result.loss * term.weight
+        weighted = result.loss * term.coefficient
         total = weighted if total is None else total + weighted
         if result.grad is not None:
-            grad = result.grad * term.weight if grad is None else grad.add_(result.grad, alpha=term.weight)
+            grad = result.grad * term.coefficient if grad is None else grad.add_(result.grad, alpha=term.coefficient)
         kept = result if term_grads else LossResult(result.loss, None, result.loss_sum, result.normalizer, result.reduction)
-        results.append(TermResult(term.loss, term.weight, kept))
+        results.append(TermResult(term.loss, term.coefficient, kept))
     assert total is not None
     return DistillResult(total, grad, results)
 
@@ -108,8 +112,8 @@ def _check_term(term: Term, index: int) -> None:
     where = f"terms[{index}]"
     if term.loss not in LOSSES:
         raise InputError(f"{where}.loss", f"must be one of {', '.join(LOSSES)}; got {term.loss!r}")
-    if not math.isfinite(term.weight):
-        raise InputError(f"{where}.weight", f"must be a finite number, got {term.weight}")
+    if not math.isfinite(term.coefficient):
+        raise InputError(f"{where}.coefficient", f"must be a finite number, got {term.coefficient}")
     for reserved in ("mask", "compute_grad", "student_probs"):
         if reserved in term.options:
             raise InputError(f"{where}.{reserved}", "is set for the whole objective, not per term")

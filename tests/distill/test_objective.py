@@ -50,7 +50,7 @@ def test_three_terms_with_mask_and_term_gradients():
     (grad,) = torch.autograd.grad(expected, leaf)
     assert_close(result.loss, expected.detach(), torch.float64)
     assert_close(result.grad, grad, torch.float64)
-    summed = sum(term.weight * term.result.grad for term in result.terms)
+    summed = sum(term.coefficient * term.result.grad for term in result.terms)
     assert_close(summed, grad, torch.float64)
 
 

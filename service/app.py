@@ -1,0 +1,55 @@
+"""The ASGI application: ``service.app:app`` (settings from ``DISTILL_*``), or :func:`create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import distill
+from service import openapi, problems
+from service.routes import probes, v1
+from service.runtime import Runtime
+from service.settings import Settings
+
+DESCRIPTION = """Knowledge-distillation losses over HTTP: send student and teacher logits, get back the
+loss and d(loss)/d(student) to backpropagate locally. Semantics follow torch.nn.functional; the class
+dimension is last, leading dimensions are flattened into rows, soft-target terms at temperature T
+carry T²."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the engine warms up at start-up and /readyz turns 200 when it has."""
+    runtime = Runtime(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(runtime.warm_up)
+        yield
+        runtime.ready = False
+
+    app = FastAPI(
+        title="distill",
+        version=distill.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    app.state.runtime = runtime
+    problems.install(app)
+    app.include_router(probes)
+    app.include_router(v1)
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.build(app)
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

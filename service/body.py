@@ -1,0 +1,56 @@
+"""Reading request bodies: a size limit enforced while streaming, and JSON parsing with simdjson.
+
+The limit is checked against ``Content-Length`` before anything is read and again as chunks arrive,
+so an oversized body is refused (413) without buffering it. Parsing keeps numeric arrays lazy (see
+:mod:`service.tensors`): objects become dicts, arrays of objects (``terms``) become lists, and every
+other array stays a simdjson array for the tensor decoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simdjson
+from starlette.requests import Request
+
+from service.problems import ProblemError
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "body-too-large", "Request body too large", f"the body exceeds the limit of {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body; a body that is not valid JSON or not an object is a 400."""
+    if not body.strip():
+        raise ProblemError(400, "malformed-json", "Malformed JSON", "the request body is empty; send a JSON object")
+    try:
+        document = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError) as error:
+        raise ProblemError(400, "malformed-json", "Malformed JSON", f"the body is not valid JSON: {error}") from None
+    if not isinstance(document, simdjson.Object):
+        raise ProblemError(400, "not-an-object", "Body is not a JSON object", "the request body must be a JSON object")
+    return _convert(document)
+
+
+def _convert(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return {key: _convert(value[key]) for key in value.keys()}  # noqa: SIM118 - simdjson objects are not mappings
+    if isinstance(value, simdjson.Array) and len(value) and isinstance(value[0], simdjson.Object):
+        return [_convert(item) for item in value]
+    return value

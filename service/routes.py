@@ -1,0 +1,109 @@
+"""HTTP routes: the four losses and /v1/info (behind the optional API key), and the probes.
+
+Routes are thin: read the body under the size limit and hand it to the runtime's pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import torch
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+import distill
+from service.auth import require_api_key
+from service.body import read_body
+from service.dispatch import LossName
+from service.openapi import problem_responses, request_body
+from service.problems import ProblemError
+from service.schemas import REQUESTS, DistillResponse, LossResponse
+from service.tensors import FLOAT_DTYPES
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+probes = APIRouter(tags=["probes"])
+
+_LOSSES: list[tuple[LossName, type[BaseModel], str]] = [
+    ("kl_div", LossResponse, "KL divergence T²·KL(teacher ‖ student) and its gradient"),
+    ("bce", LossResponse, "Soft-label binary cross-entropy and its gradient"),
+    ("cross_entropy", LossResponse, "Cross-entropy (hard labels or soft targets) and its gradient"),
+    ("distill", DistillResponse, "Combined objective Σ a_k·L_k and its gradient"),
+]
+
+
+def _loss_endpoint(loss: LossName) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        runtime = request.app.state.runtime
+        body = await read_body(request, runtime.settings.max_body_bytes)
+        return Response(await runtime.handle(loss, body), media_type="application/json")
+
+    endpoint.__name__ = loss
+    return endpoint
+
+
+for _loss, _response, _summary in _LOSSES:
+    v1.add_api_route(
+        f"/{_loss}",
+        _loss_endpoint(_loss),
+        methods=["POST"],
+        operation_id=_loss,
+        summary=_summary,
+        description=(REQUESTS[_loss].__doc__ or "").strip(),
+        tags=["losses"],
+        response_class=Response,
+        responses={200: {"model": _response, "description": "The loss and its gradient"}, **problem_responses(400, 401, 413, 422, 503)},
+        openapi_extra=request_body(REQUESTS[_loss]),
+    )
+
+
+class Info(BaseModel):
+    """What this server is and what it accepts."""
+
+    version: str
+    torch: str
+    device: str
+    dtypes: list[str]
+    losses: list[str]
+    max_body_bytes: int
+    max_tensor_elements: int
+
+
+@v1.get("/info", operation_id="info", tags=["service"], response_model=Info, responses=problem_responses(401))
+async def info(request: Request) -> Info:
+    """Version, device, accepted dtypes and limits."""
+    runtime = request.app.state.runtime
+    return Info(
+        version=distill.__version__,
+        torch=torch.__version__,
+        device=str(runtime.device),
+        dtypes=list(FLOAT_DTYPES),
+        losses=[loss for loss, _, _ in _LOSSES],
+        max_body_bytes=runtime.settings.max_body_bytes,
+        max_tensor_elements=runtime.settings.max_tensor_elements,
+    )
+
+
+class Status(BaseModel):
+    status: str
+
+
+@probes.get("/livez", operation_id="livez", response_model=Status)
+async def livez() -> dict[str, Any]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@probes.get("/healthz", operation_id="healthz", response_model=Status)
+async def healthz() -> dict[str, Any]:
+    """Alias of /livez."""
+    return {"status": "ok"}
+
+
+@probes.get("/readyz", operation_id="readyz", response_model=Status, responses=problem_responses(503))
+async def readyz(request: Request) -> dict[str, Any]:
+    """Readiness: 503 until the engine has warmed up (and again while shutting down)."""
+    if not request.app.state.runtime.ready:
+        raise ProblemError(503, "not-ready", "Not ready", "the engine is warming up or shutting down", headers={"Retry-After": "1"})
+    return {"status": "ready"}

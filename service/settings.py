@@ -1,0 +1,26 @@
+"""Service settings, from ``DISTILL_*`` environment variables (or flags of ``distill-serve``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each is also the environment variable ``DISTILL_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="Uvicorn worker processes (each has its own engine and batcher).")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    api_key: SecretStr | None = Field(None, description="When set, /v1 routes require it (Bearer or X-API-Key).")
+    max_body_bytes: int = Field(256 * MiB, ge=1, description="Largest request body; larger ones get 413 before buffering.")
+    max_tensor_elements: int = Field(1 << 25, ge=1, description="Largest element count of any one tensor (413 beyond).")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")

@@ -1,0 +1,207 @@
+"""Tensor wire formats: JSON nested lists and base64 binary objects, decoded without per-float Python.
+
+Two encodings, chosen per tensor by the client:
+
+* nested JSON lists of numbers, any depth ≥ 1 (a bare number or boolean for 0-d labels and masks);
+  float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
+* ``{"dtype": ..., "shape": [...], "data": "<base64>"}``, little-endian, row-major.
+
+JSON arrays arrive as lazy simdjson arrays: their numbers are copied straight into a buffer in C
+(strictly: strings, booleans and null are rejected) and the nesting is checked with one length test
+per inner array, never one Python object per number. Responses encode tensors the same two ways.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+import simdjson
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from service.problems import ProblemError
+
+Encoding = Literal["json", "base64"]
+
+FLOAT_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+INDEX_DTYPES: dict[str, torch.dtype] = {"int64": torch.int64, "int32": torch.int32}
+MASK_DTYPES: dict[str, torch.dtype] = {"bool": torch.bool, "uint8": torch.uint8}
+DTYPE_NAMES = {dtype: name for table in (FLOAT_DTYPES, INDEX_DTYPES, MASK_DTYPES) for name, dtype in table.items()}
+
+
+class Kind(Enum):
+    """What a tensor field holds, which fixes the dtypes it accepts."""
+
+    FLOAT = "float"
+    INDEX = "index"
+    MASK = "mask"
+
+    @property
+    def dtypes(self) -> dict[str, torch.dtype]:
+        return {Kind.FLOAT: FLOAT_DTYPES, Kind.INDEX: INDEX_DTYPES, Kind.MASK: MASK_DTYPES}[self]
+
+
+class BinaryTensor(BaseModel):
+    """A tensor as raw little-endian row-major bytes in base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"]
+    shape: list[int] = Field(description="Dimensions, row-major; the class dimension last.")
+    data: str = Field(description="base64 of prod(shape) × itemsize bytes, little-endian.", json_schema_extra={"format": "byte"})
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """A decoded tensor and the encoding it arrived in (responses mirror the student's)."""
+
+    tensor: torch.Tensor
+    encoding: Encoding
+
+
+def _bad(detail: str, index: tuple[int, ...] | None = None) -> PydanticCustomError:
+    """A 422-bound tensor error; pydantic attaches the field's full path (e.g. ``terms.0.labels``)."""
+    return PydanticCustomError("invalid_tensor", "{reason}", {"reason": detail, "index": list(index) if index else None})
+
+
+def _too_large(field: str, elements: int, limit: int) -> ProblemError:
+    return ProblemError(413, "tensor-too-large", "Tensor too large", f"{field}: {elements} elements exceeds the limit of {limit}", field=field)
+
+
+def decode(value: Any, kind: Kind, field: str, max_elements: int) -> WireTensor:
+    """Decode one tensor field from its parsed JSON value."""
+    if isinstance(value, simdjson.Array):
+        return WireTensor(_decode_nested(value, kind, field, max_elements), "json")
+    if isinstance(value, dict):
+        return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
+    if kind is Kind.INDEX and isinstance(value, int) and not isinstance(value, bool):
+        return WireTensor(torch.tensor(value, dtype=torch.int64), "json")
+    if kind is Kind.MASK and isinstance(value, bool):
+        return WireTensor(torch.tensor(value), "json")
+    expected = "a nested list of numbers or a {dtype, shape, data} object"
+    raise _bad(f"must be {expected}, got {type(value).__name__}")
+
+
+def _nested_shape(array: simdjson.Array) -> tuple[int, ...]:
+    """Shape of a nested array, checking that every inner array has the same length as its siblings."""
+    shape: list[int] = []
+    node: Any = array
+    while isinstance(node, simdjson.Array):
+        shape.append(len(node))
+        if len(node) == 0:
+            break
+        node = node[0]
+    _check_level(array, tuple(shape), ())
+    return tuple(shape)
+
+
+def _check_level(node: simdjson.Array, shape: tuple[int, ...], at: tuple[int, ...]) -> None:
+    depth = len(at)
+    if depth == len(shape) - 1:
+        return
+    for position, child in enumerate(node):
+        where = (*at, position)
+        if not isinstance(child, simdjson.Array) or len(child) != shape[depth + 1]:
+            length = len(child) if isinstance(child, simdjson.Array) else "a number"
+            raise _bad(f"ragged nesting: expected a list of {shape[depth + 1]} at {list(where)}, got {length}", where)
+        _check_level(child, shape, where)
+
+
+def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    shape = _nested_shape(array)
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if kind is Kind.MASK:
+        values = np.array(array.as_list())
+        if values.dtype != np.bool_ and values.size:
+            raise _bad("must hold only true/false")
+        return torch.from_numpy(values.astype(np.bool_).reshape(shape))
+    try:
+        buffer = array.as_buffer(of_type="d" if kind is Kind.FLOAT else "i")
+    except (TypeError, ValueError):
+        what = "numbers" if kind is Kind.FLOAT else "integers"
+        raise _bad(f"must hold only {what} (no strings, booleans, null or objects)") from None
+    values = np.frombuffer(buffer, dtype=np.float64 if kind is Kind.FLOAT else np.int64)
+    if values.size != elements:
+        raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
+    return torch.from_numpy(values.copy()).reshape(shape)
+
+
+def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    unknown = sorted(set(value) - {"dtype", "shape", "data"})
+    if unknown or not {"dtype", "shape", "data"} <= set(value):
+        raise _bad("a binary tensor has exactly the keys dtype, shape and data" + (f" (unknown: {unknown})" if unknown else ""))
+    dtype_name, shape_value, data = value["dtype"], value["shape"], value["data"]
+    if dtype_name not in kind.dtypes:
+        raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {dtype_name!r}")
+    shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
+    if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
+        raise _bad("shape must be a list of non-negative integers")
+    shape = tuple(shape_list)
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if not isinstance(data, str):
+        raise _bad("data must be a base64 string")
+    try:
+        raw = bytearray(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise _bad("data is not valid base64") from None
+    dtype = kind.dtypes[dtype_name]
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(raw) != elements * itemsize:
+        raise _bad(f"data has {len(raw)} bytes; {dtype_name} × shape {list(shape)} needs {elements * itemsize}")
+    if elements == 0:
+        return torch.empty(shape, dtype=dtype)
+    tensor = torch.frombuffer(raw, dtype=dtype)
+    if sys.byteorder != "little" and itemsize > 1:
+        tensor = tensor.view(torch.uint8).reshape(-1, itemsize).flip(1).reshape(-1).view(dtype)
+    tensor = tensor.reshape(shape)
+    return tensor.bool() if kind is Kind.MASK else tensor
+
+
+def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
+    """Encode a result tensor: a numpy array (orjson writes nested lists) or a base64 object.
+
+    JSON has no NaN or infinity (orjson would write null), so a non-finite value in a JSON
+    response is an error rather than a silent null; base64 carries such values faithfully.
+    """
+    tensor = tensor.detach().cpu().contiguous()
+    if encoding == "base64":
+        name = DTYPE_NAMES[tensor.dtype]
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        array = raw.numpy()
+        if sys.byteorder != "little":
+            array = array.byteswap()
+        return {"dtype": name, "shape": list(tensor.shape), "data": base64.b64encode(array.tobytes()).decode("ascii")}
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ProblemError(
+            422,
+            "not-representable",
+            "Result not representable",
+            f"{field} has values that overflow {DTYPE_NAMES[tensor.dtype]} and JSON cannot carry infinity; "
+            "send float32/float64 inputs or ask for response_encoding=base64",
+            field=field,
+        )
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+def encode_number(value: float, field: str) -> float:
+    """A scalar for a JSON response, refusing NaN and infinity."""
+    if not math.isfinite(value):
+        raise ProblemError(422, "not-representable", "Result not representable", f"{field} is {value}", field=field)
+    return value
