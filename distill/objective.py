@@ -26,6 +26,7 @@ from distill.result import LossResult
 LossName = Literal["kl_div", "bce", "cross_entropy"]
 
 LOSSES: dict[str, Callable[..., LossResult]] = {"kl_div": kl_div, "bce": bce, "cross_entropy": cross_entropy}
+_SHARED = frozenset({"student_logits", "mask"})
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,12 @@ def distill(
     grad: Tensor | None = None
     for index, term in enumerate(terms):
         _check_term(term, index)
-        result = LOSSES[term.loss](student_logits, **term.options, mask=mask, compute_grad=compute_grad)
+        try:
+            result = LOSSES[term.loss](student_logits, **term.options, mask=mask, compute_grad=compute_grad)
+        except InputError as error:
+            if error.argument in _SHARED:
+                raise
+            raise InputError(f"terms.{index}.{error.argument}", error.reason, error.index) from None
         weighted = result.loss * term.coefficient
         total = weighted if total is None else total + weighted
         if result.grad is not None:
@@ -109,7 +115,7 @@ def distill(
 
 
 def _check_term(term: Term, index: int) -> None:
-    where = f"terms[{index}]"
+    where = f"terms.{index}"
     if term.loss not in LOSSES:
         raise InputError(f"{where}.loss", f"must be one of {', '.join(LOSSES)}; got {term.loss!r}")
     if not math.isfinite(term.coefficient):

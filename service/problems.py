@@ -18,6 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from distill.errors import InputError
+from distill.objective import LOSSES
+
+TERM_LOSSES = frozenset(LOSSES)
 
 logger = logging.getLogger("distill.service")
 
@@ -82,7 +85,7 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> Pr
     """A pydantic validation failure as a 422 problem naming the first failing field."""
     errors: list[dict[str, Any]] = []
     for item in error.errors(include_url=False, include_input=False):
-        entry: dict[str, Any] = {"field": ".".join(str(part) for part in item["loc"] if part != "body"), "message": item["msg"]}
+        entry: dict[str, Any] = {"field": _path(item["loc"]), "message": item["msg"]}
         entry["type"] = item["type"]
         index = (item.get("ctx") or {}).get("index")
         if index is not None:
@@ -92,6 +95,16 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> Pr
     detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     index = tuple(first["index"]) if "index" in first else None
     return ProblemError(422, "invalid-request", "Invalid request", detail, field=first["field"] or None, index=index, errors=errors)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """A dotted field path, without the tag pydantic inserts after a discriminated-union index."""
+    parts: list[str] = []
+    for position, part in enumerate(loc):
+        if part == "body" or (position and isinstance(loc[position - 1], int) and part in TERM_LOSSES):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
 
 
 def install(app: FastAPI) -> None:

@@ -17,9 +17,11 @@ from service.tensors import BinaryTensor, Kind, WireTensor, decode
 
 DEFAULT_MAX_ELEMENTS = 1 << 25
 
-NestedNumbers = TypeAliasType("NestedNumbers", "list[float | NestedNumbers]")  # type: ignore[misc]
-NestedIntegers = TypeAliasType("NestedIntegers", "list[int | NestedIntegers]")  # type: ignore[misc]
-NestedBooleans = TypeAliasType("NestedBooleans", "list[bool | NestedBooleans]")  # type: ignore[misc]
+# Nested lists are published one level deep (list of number-or-list): client generators such as
+# openapi-python-client reject recursive array schemas. The server reads any depth ≥ 1.
+NestedNumbers = TypeAliasType("NestedNumbers", list[float | list[Any]])
+NestedIntegers = TypeAliasType("NestedIntegers", list[int | list[Any]])
+NestedBooleans = TypeAliasType("NestedBooleans", list[bool | list[Any]])
 
 
 def _validator(kind: Kind) -> PlainValidator:
@@ -61,16 +63,21 @@ class RequestOptions(Strict):
     response_encoding: Literal["json", "base64"] | None = Field(None, description="Tensor encoding of the response; default mirrors the student's.")
 
 
+class StudentLogits(Strict):
+    """Listed last among a request's bases so that the student is the first field (and error)."""
+
+    student_logits: FloatTensor = Field(description="Student logits (..., C); -inf marks a masked class.")
+
+
 class KLTeacher(Strict):
     teacher_logits: FloatTensor | None = Field(None, description="Teacher logits; softmax(t / T).")
     teacher_probs: FloatTensor | None = Field(None, description="Teacher probabilities in [0, 1], taken as given.")
     teacher_log_probs: FloatTensor | None = Field(None, description="Teacher log-probabilities (≤ 0), taken as given.")
 
 
-class KLDivRequest(RequestOptions, KLTeacher):
+class KLDivRequest(RequestOptions, KLTeacher, StudentLogits):
     """T² · KL(teacher ‖ softmax(student / T)), rows flattened, ``batchmean`` = Σ / rows."""
 
-    student_logits: FloatTensor
     temperature: Temperature = 1.0
     scale_t2: ScaleT2 = True
     reduction: Literal["batchmean", "sum", "mean", "none"] = "batchmean"
@@ -90,10 +97,9 @@ class BCERequest(RequestOptions):
     reduction: Literal["mean", "sum", "none"] = "mean"
 
 
-class CrossEntropyRequest(RequestOptions, KLTeacher):
+class CrossEntropyRequest(RequestOptions, KLTeacher, StudentLogits):
     """Cross-entropy against hard ``labels`` or one soft teacher form."""
 
-    student_logits: FloatTensor
     labels: LabelTensor | None = Field(None, description="Integer class per row (the student's leading shape).")
     temperature: OptionalTemperature = None
     scale_t2: ScaleT2 = True
@@ -139,10 +145,9 @@ class CrossEntropyTerm(Coefficient, KLTeacher):
 Term = Annotated[KLTerm | BCETerm | CrossEntropyTerm, Field(discriminator="loss")]
 
 
-class DistillRequest(RequestOptions):
+class DistillRequest(RequestOptions, StudentLogits):
     """Σ_k a_k · L_k(student): each term any loss with its own targets and options."""
 
-    student_logits: FloatTensor
     terms: list[Term] = Field(min_length=1, max_length=16)
     term_grads: bool = Field(False, description="Also return each term's own gradient.")
 

@@ -57,7 +57,7 @@ def test_three_terms_with_mask_and_term_gradients():
 def test_reduction_none_rejected_in_combined_objective():
     with pytest.raises(InputError) as error:
         distill(torch.randn(2, 3), [Term.kl_div(teacher_logits=torch.randn(2, 3), reduction="none")])
-    assert error.value.argument == "terms[0].reduction"
+    assert error.value.argument == "terms.0.reduction"
 
 
 def test_empty_terms_rejected():
