@@ -1,0 +1,117 @@
+"""A real uvicorn process (``distill-serve``): answers over TCP, a generated client, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+import distill
+from scripts.export_openapi import SPEC
+from tests.tolerances import assert_close
+
+pytestmark = pytest.mark.slow
+
+STUDENT = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
+TEACHER = torch.randn(4, 10, generator=torch.Generator().manual_seed(2))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(port: int, log_level: str = "warning") -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", log_level]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stdout.read().decode() if process.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    process = serve(port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_kl_div_over_tcp(server):
+    response = httpx.post(f"{server}/v1/kl_div", json={"student_logits": STUDENT.tolist(), "teacher_logits": TEACHER.tolist(),
+                                                         "temperature": 2.0}, timeout=30)
+    assert response.status_code == 200
+    expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0)
+    assert response.json()["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
+    assert_close(torch.tensor(response.json()["grad"]), expected.grad, torch.float32)
+
+
+def test_bad_request_over_tcp_is_a_problem_and_server_survives(server):
+    response = httpx.post(f"{server}/v1/kl_div", content=b'{"student_logits": [[1, 2], [3]]', timeout=30)
+    assert response.status_code == 400
+    assert httpx.get(f"{server}/livez", timeout=5).status_code == 200
+
+
+def test_generated_client_against_live_server(server, tmp_path: Path):
+    generator = shutil.which("openapi-python-client") or str(Path(sys.executable).parent / "openapi-python-client")
+    result = subprocess.run([generator, "generate", "--path", str(SPEC), "--meta", "none", "--output-path", str(tmp_path / "distill_client")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        client_module = importlib.import_module("distill_client")
+        kl_div_api = importlib.import_module("distill_client.api.losses.kl_div")
+        ce_api = importlib.import_module("distill_client.api.losses.cross_entropy")
+        models = importlib.import_module("distill_client.models")
+        client = client_module.Client(base_url=server, timeout=httpx.Timeout(30.0))
+        body = models.KLDivRequest(student_logits=STUDENT.tolist(), teacher_logits=TEACHER.tolist(), temperature=2.0)
+        answer = kl_div_api.sync(client=client, body=body)
+        expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0)
+        assert answer.loss == pytest.approx(float(expected.loss), rel=1e-6)
+        assert_close(torch.tensor(answer.grad), expected.grad, torch.float32)
+        bad = models.CrossEntropyRequest(student_logits=STUDENT.tolist(), labels=[0, 1, 2, 99])
+        problem = ce_api.sync(client=client, body=bad)
+        assert problem.status == 422 and problem.field == "labels"
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [name for name in sys.modules if name.startswith("distill_client")]:
+            del sys.modules[name]
+
+
+def test_sigterm_shuts_down_gracefully():
+    """Uvicorn runs the lifespan shutdown, then re-raises SIGTERM (so the exit status is -15)."""
+    port = free_port()
+    process = serve(port, log_level="info")
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert b"Application shutdown complete" in output

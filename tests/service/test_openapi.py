@@ -1,0 +1,43 @@
+"""The committed spec is what the app generates, is valid OpenAPI, and reads well for clients."""
+
+from __future__ import annotations
+
+import json
+
+from openapi_spec_validator import validate
+
+from scripts.export_openapi import SPEC, render
+
+COMMITTED = json.loads(SPEC.read_text())
+
+
+def test_committed_spec_matches_the_app():
+    assert SPEC.read_text() == render(), "openapi/openapi.json is stale: run python scripts/export_openapi.py"
+
+
+def test_spec_is_valid_openapi():
+    validate(COMMITTED)
+
+
+def test_operation_ids_are_chosen():
+    ids = {path: next(iter(methods.values()))["operationId"] for path, methods in COMMITTED["paths"].items()}
+    assert ids == {
+        "/v1/kl_div": "kl_div", "/v1/bce": "bce", "/v1/cross_entropy": "cross_entropy", "/v1/distill": "distill",
+        "/v1/info": "info", "/livez": "livez", "/healthz": "healthz", "/readyz": "readyz",
+    }
+
+
+def test_request_schemas_are_exact_and_not_duplicated():
+    schemas = COMMITTED["components"]["schemas"]
+    assert not [name for name in schemas if name.endswith(("-Input", "-Output", "Input", "Output"))]
+    kl = schemas["KLDivRequest"]
+    assert kl["additionalProperties"] is False and kl["required"] == ["student_logits"]
+    assert kl["properties"]["reduction"]["enum"] == ["batchmean", "sum", "mean", "none"]
+    body = COMMITTED["paths"]["/v1/kl_div"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/KLDivRequest"}
+
+
+def test_errors_are_documented_as_problems():
+    responses = COMMITTED["paths"]["/v1/distill"]["post"]["responses"]
+    assert {"400", "401", "413", "422", "503"} <= set(responses)
+    assert "application/problem+json" in responses["422"]["content"]
