@@ -7,6 +7,7 @@ constant time. The two security schemes are declared so generated clients know h
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -19,8 +20,8 @@ bearer = HTTPBearer(auto_error=False, description="The service's API key as a be
 
 def require_api_key(
     request: Request,
-    header_key: str | None = Depends(api_key_header),
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    header_key: Annotated[str | None, Depends(api_key_header)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Reject the request (401) unless it carries the configured key; no-op when none is set."""
     expected = request.app.state.runtime.settings.api_key

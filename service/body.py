@@ -8,6 +8,7 @@ other array stays a simdjson array for the tensor decoder.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import simdjson
@@ -35,13 +36,32 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_parsers = threading.local()
+
+
+def _parse(body: bytes) -> Any:
+    """Parse with this thread's parser: reusing one halves the time (its buffers are already mapped).
+
+    A parser cannot be reused while values from its last document are alive (an exception may still
+    hold some); then this thread gets a fresh one.
+    """
+    parser = getattr(_parsers, "parser", None)
+    if parser is not None:
+        try:
+            return parser.parse(body)
+        except RuntimeError:
+            pass
+    _parsers.parser = simdjson.Parser()
+    return _parsers.parser.parse(body)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body; a body that is not valid JSON or not an object is a 400."""
     if not body.strip():
         raise ProblemError(400, "malformed-json", "Malformed JSON", "the request body is empty; send a JSON object")
     try:
-        document = simdjson.Parser().parse(body)
-    except (ValueError, RuntimeError) as error:
+        document = _parse(body)
+    except ValueError as error:
         raise ProblemError(400, "malformed-json", "Malformed JSON", f"the body is not valid JSON: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise ProblemError(400, "not-an-object", "Body is not a JSON object", "the request body must be a JSON object")

@@ -13,12 +13,9 @@ import torch
 
 from distill import DistillResult, LossResult, Term, bce, cross_entropy, distill, kl_div
 from service.schemas import (
-    BCERequest,
     BCETerm,
-    CrossEntropyRequest,
     CrossEntropyTerm,
     DistillRequest,
-    KLDivRequest,
     KLTerm,
     Strict,
 )
@@ -84,7 +81,9 @@ def render(call: EngineCall, result: LossResult | DistillResult) -> bytes:
 
 def _loss_fields(result: LossResult, encoding: Encoding, prefix: str) -> dict[str, Any]:
     where = f"{prefix}." if prefix else ""
-    loss = encode(result.loss, encoding, f"{where}loss") if result.reduction == "none" else encode_number(float(result.loss), f"{where}loss")
+    loss = (
+        encode(result.loss, encoding, f"{where}loss") if result.reduction == "none" else encode_number(float(result.loss), f"{where}loss")
+    )
     return {
         "loss": loss,
         "grad": _grad(result.grad, encoding, f"{where}grad"),

@@ -78,7 +78,9 @@ def problem_response(problem: ProblemError) -> Response:
 def invalid_input(error: InputError, prefix: str = "") -> ProblemError:
     """An engine validation error (bad values, shapes, options) as a 422 problem."""
     field = f"{prefix}{error.argument}"
-    return ProblemError(422, "invalid-input", "Invalid input", str(error) if not prefix else f"{prefix}{error}", field=field, index=error.index)
+    return ProblemError(
+        422, "invalid-input", "Invalid input", str(error) if not prefix else f"{prefix}{error}", field=field, index=error.index
+    )
 
 
 def from_validation_error(error: ValidationError | RequestValidationError) -> ProblemError:

@@ -60,7 +60,9 @@ class RequestOptions(Strict):
     mask: MaskTensor | None = Field(None, description="Boolean over the leading dimensions; false rows are dropped.")
     compute_grad: bool = Field(True, description="Return d(loss)/d(student input); false skips the gradient.")
     dtype: FloatDtype = Field("float32", description="dtype of float tensors sent as JSON lists.")
-    response_encoding: Literal["json", "base64"] | None = Field(None, description="Tensor encoding of the response; default mirrors the student's.")
+    response_encoding: Literal["json", "base64"] | None = Field(
+        None, description="Tensor encoding of the response; default mirrors the student's."
+    )
 
 
 class StudentLogits(Strict):

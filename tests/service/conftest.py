@@ -26,8 +26,15 @@ def client() -> Iterator[TestClient]:
 
 def binary(tensor: torch.Tensor) -> dict[str, Any]:
     """The base64 wire form of a tensor."""
-    names = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", torch.bfloat16: "bfloat16",
-             torch.int64: "int64", torch.int32: "int32", torch.bool: "bool"}
+    names = {
+        torch.float32: "float32",
+        torch.float64: "float64",
+        torch.float16: "float16",
+        torch.bfloat16: "bfloat16",
+        torch.int64: "int64",
+        torch.int32: "int32",
+        torch.bool: "bool",
+    }
     raw = tensor.contiguous().view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor.contiguous()
     return {"dtype": names[tensor.dtype], "shape": list(tensor.shape), "data": base64.b64encode(raw.numpy().tobytes()).decode()}
 

@@ -48,19 +48,48 @@ CASES = [
     ("pos_weight wrong size", "bce", {"student_logits": S, "teacher_logits": T, "pos_weight": [1.0, 2.0]}, 422, "pos_weight"),
     ("mask too deep", "kl_div", {"student_logits": S, "teacher_logits": T, "mask": [[True], [False]]}, 422, "mask"),
     ("mask not boolean", "kl_div", {"student_logits": S, "teacher_logits": T, "mask": [1, 0]}, 422, "mask"),
-    ("base64 length", "kl_div", {"student_logits": {"dtype": "float32", "shape": [2, 3], "data": b64(b"\0" * 20)}, "teacher_logits": T},
-     422, "student_logits"),
-    ("base64 garbage", "kl_div", {"student_logits": {"dtype": "float32", "shape": [1, 1], "data": "@@@@"}, "teacher_logits": [[1.0]]},
-     422, "student_logits"),
-    ("base64 dtype", "kl_div", {"student_logits": {"dtype": "int8", "shape": [1, 1], "data": b64(b"\0")}, "teacher_logits": [[1.0]]},
-     422, "student_logits"),
-    ("base64 extra key", "kl_div",
-     {"student_logits": {"dtype": "float32", "shape": [1], "data": b64(b"\0" * 4), "order": "C"}, "teacher_logits": [1.0]},
-     422, "student_logits"),
-    ("nan in binary", "kl_div", {"student_logits": {"dtype": "float32", "shape": [1, 2], "data": b64(b"\x00\x00\xc0\x7f" * 2)},
-                                 "teacher_logits": [[1.0, 2.0]]}, 422, "student_logits"),
-    ("term reduction none", "distill", {"student_logits": S, "terms": [{"loss": "kl_div", "teacher_logits": T, "reduction": "none"}]},
-     422, "terms.0.reduction"),
+    (
+        "base64 length",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [2, 3], "data": b64(b"\0" * 20)}, "teacher_logits": T},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 garbage",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1, 1], "data": "@@@@"}, "teacher_logits": [[1.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 dtype",
+        "kl_div",
+        {"student_logits": {"dtype": "int8", "shape": [1, 1], "data": b64(b"\0")}, "teacher_logits": [[1.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 extra key",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1], "data": b64(b"\0" * 4), "order": "C"}, "teacher_logits": [1.0]},
+        422,
+        "student_logits",
+    ),
+    (
+        "nan in binary",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1, 2], "data": b64(b"\x00\x00\xc0\x7f" * 2)}, "teacher_logits": [[1.0, 2.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "term reduction none",
+        "distill",
+        {"student_logits": S, "terms": [{"loss": "kl_div", "teacher_logits": T, "reduction": "none"}]},
+        422,
+        "terms.0.reduction",
+    ),
     ("unknown term loss", "distill", {"student_logits": S, "terms": [{"loss": "mse", "teacher_logits": T}]}, 422, "terms.0"),
     ("bad term label", "distill", {"student_logits": S, "terms": [{"loss": "cross_entropy", "labels": [0, 9]}]}, 422, "terms.0.labels"),
     ("no terms", "distill", {"student_logits": S, "terms": []}, 422, "terms"),
@@ -79,8 +108,11 @@ def test_bad_input_is_a_named_4xx(client, route, body, status, field):
 
 def test_nan_and_infinity_tokens_are_malformed_json(client):
     for token in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
-        response = client.post("/v1/kl_div", content=b'{"student_logits": [[' + token + b', 1.0]], "teacher_logits": [[1.0, 1.0]]}',
-                               headers={"content-type": "application/json"})
+        response = client.post(
+            "/v1/kl_div",
+            content=b'{"student_logits": [[' + token + b', 1.0]], "teacher_logits": [[1.0, 1.0]]}',
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 400, token
         assert response.json()["status"] == 400
 
@@ -122,8 +154,12 @@ def test_tensor_element_limit():
 
 
 def test_float16_overflow_in_json_is_an_error_not_null(client):
-    body = {"student_probs": {"dtype": "float16", "shape": [1, 2], "data": b64(b"\x00\x00\x00\x3c")},
-            "teacher_probs": [[1.0, 0.0]], "reduction": "sum", "response_encoding": "json"}
+    body = {
+        "student_probs": {"dtype": "float16", "shape": [1, 2], "data": b64(b"\x00\x00\x00\x3c")},
+        "teacher_probs": [[1.0, 0.0]],
+        "reduction": "sum",
+        "response_encoding": "json",
+    }
     response = client.post("/v1/bce", json=body)
     assert response.status_code == 422 and response.json()["field"] == "grad"
 

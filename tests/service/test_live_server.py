@@ -66,8 +66,9 @@ def server() -> Iterator[str]:
 
 
 def test_kl_div_over_tcp(server):
-    response = httpx.post(f"{server}/v1/kl_div", json={"student_logits": STUDENT.tolist(), "teacher_logits": TEACHER.tolist(),
-                                                         "temperature": 2.0}, timeout=30)
+    response = httpx.post(
+        f"{server}/v1/kl_div", json={"student_logits": STUDENT.tolist(), "teacher_logits": TEACHER.tolist(), "temperature": 2.0}, timeout=30
+    )
     assert response.status_code == 200
     expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0)
     assert response.json()["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
@@ -82,8 +83,13 @@ def test_bad_request_over_tcp_is_a_problem_and_server_survives(server):
 
 def test_generated_client_against_live_server(server, tmp_path: Path):
     generator = shutil.which("openapi-python-client") or str(Path(sys.executable).parent / "openapi-python-client")
-    result = subprocess.run([generator, "generate", "--path", str(SPEC), "--meta", "none", "--output-path", str(tmp_path / "distill_client")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    result = subprocess.run(
+        [generator, "generate", "--path", str(SPEC), "--meta", "none", "--output-path", str(tmp_path / "distill_client")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     sys.path.insert(0, str(tmp_path))
     try:

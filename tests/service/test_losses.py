@@ -26,8 +26,17 @@ def post(client, route, body):
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "mean", "none"])
 def test_kl_div(client, encoding, reduction):
     wire = (lambda t: t.tolist()) if encoding == "json" else binary
-    body = post(client, "kl_div", {"student_logits": wire(STUDENT), "teacher_logits": wire(TEACHER), "temperature": 2.0,
-                                   "reduction": reduction, "mask": MASK.tolist()})
+    body = post(
+        client,
+        "kl_div",
+        {
+            "student_logits": wire(STUDENT),
+            "teacher_logits": wire(TEACHER),
+            "temperature": 2.0,
+            "reduction": reduction,
+            "mask": MASK.tolist(),
+        },
+    )
     expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0, reduction=reduction, mask=MASK)
     grad = torch.tensor(body["grad"]) if encoding == "json" else from_binary(body["grad"])
     assert_close(grad, expected.grad, torch.float32)
@@ -42,8 +51,17 @@ def test_kl_div(client, encoding, reduction):
 
 def test_bce_with_weights_and_probabilities(client):
     weight, pos_weight = torch.rand(5, generator=GEN), torch.rand(5, generator=GEN) * 2
-    body = post(client, "bce", {"student_logits": STUDENT.tolist(), "teacher_logits": TEACHER.tolist(), "temperature": 2.0,
-                                "weight": weight.tolist(), "pos_weight": pos_weight.tolist()})
+    body = post(
+        client,
+        "bce",
+        {
+            "student_logits": STUDENT.tolist(),
+            "teacher_logits": TEACHER.tolist(),
+            "temperature": 2.0,
+            "weight": weight.tolist(),
+            "pos_weight": pos_weight.tolist(),
+        },
+    )
     expected = distill.bce(STUDENT, teacher_logits=TEACHER, temperature=2.0, weight=weight, pos_weight=pos_weight)
     assert body["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert_close(torch.tensor(body["grad"]), expected.grad, torch.float32)
@@ -57,23 +75,30 @@ def test_bce_with_weights_and_probabilities(client):
 def test_cross_entropy(client, target):
     value = {"labels": LABELS, "teacher_logits": TEACHER, "teacher_probs": torch.softmax(TEACHER, -1)}[target]
     options = {"label_smoothing": 0.1, "weight": torch.rand(5, generator=GEN)}
-    body = post(client, "cross_entropy", {"student_logits": binary(STUDENT), target: binary(value), "label_smoothing": 0.1,
-                                          "weight": options["weight"].tolist()})
+    body = post(
+        client,
+        "cross_entropy",
+        {"student_logits": binary(STUDENT), target: binary(value), "label_smoothing": 0.1, "weight": options["weight"].tolist()},
+    )
     expected = distill.cross_entropy(STUDENT, **{target: value}, **options)
     assert body["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert_close(from_binary(body["grad"]), expected.grad, torch.float32)
 
 
 def test_distill_hinton_and_term_grads(client):
-    body = post(client, "distill", {
-        "student_logits": STUDENT.tolist(),
-        "mask": MASK.tolist(),
-        "term_grads": True,
-        "terms": [
-            {"loss": "kl_div", "coefficient": 0.7, "teacher_logits": TEACHER.tolist(), "temperature": 4.0},
-            {"loss": "cross_entropy", "coefficient": 0.3, "labels": LABELS.tolist()},
-        ],
-    })
+    body = post(
+        client,
+        "distill",
+        {
+            "student_logits": STUDENT.tolist(),
+            "mask": MASK.tolist(),
+            "term_grads": True,
+            "terms": [
+                {"loss": "kl_div", "coefficient": 0.7, "teacher_logits": TEACHER.tolist(), "temperature": 4.0},
+                {"loss": "cross_entropy", "coefficient": 0.3, "labels": LABELS.tolist()},
+            ],
+        },
+    )
     expected = distill.hinton(STUDENT, TEACHER, LABELS, alpha=0.7, temperature=4.0, mask=MASK)
     assert body["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert_close(torch.tensor(body["grad"]), expected.grad, torch.float32)
@@ -92,8 +117,16 @@ def test_dtypes_round_trip_in_base64(client, dtype):
 
 
 def test_json_lists_take_the_request_dtype(client):
-    body = post(client, "kl_div", {"student_logits": STUDENT.double().tolist(), "teacher_logits": TEACHER.double().tolist(),
-                                   "dtype": "float64", "response_encoding": "base64"})
+    body = post(
+        client,
+        "kl_div",
+        {
+            "student_logits": STUDENT.double().tolist(),
+            "teacher_logits": TEACHER.double().tolist(),
+            "dtype": "float64",
+            "response_encoding": "base64",
+        },
+    )
     assert body["grad"]["dtype"] == "float64"
     expected = distill.kl_div(STUDENT.double(), teacher_logits=TEACHER.double())
     assert torch.equal(from_binary(body["grad"]), expected.grad)

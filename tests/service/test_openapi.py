@@ -22,8 +22,14 @@ def test_spec_is_valid_openapi():
 def test_operation_ids_are_chosen():
     ids = {path: next(iter(methods.values()))["operationId"] for path, methods in COMMITTED["paths"].items()}
     assert ids == {
-        "/v1/kl_div": "kl_div", "/v1/bce": "bce", "/v1/cross_entropy": "cross_entropy", "/v1/distill": "distill",
-        "/v1/info": "info", "/livez": "livez", "/healthz": "healthz", "/readyz": "readyz",
+        "/v1/kl_div": "kl_div",
+        "/v1/bce": "bce",
+        "/v1/cross_entropy": "cross_entropy",
+        "/v1/distill": "distill",
+        "/v1/info": "info",
+        "/livez": "livez",
+        "/healthz": "healthz",
+        "/readyz": "readyz",
     }
 
 
