@@ -24,8 +24,9 @@ from torch import Tensor
 
 from distill.checks import check_logits, check_probs
 from distill.errors import InputError
-from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
-from distill.reduction import check_reduction, element_normalizer, finish, grad_scale
+from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.prepared import Prepared, run, tensor_key
+from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
 from distill.teacher import Teacher, resolve_teacher
@@ -64,6 +65,38 @@ def bce(
         mask: optional bool tensor over the leading dimensions; False rows are dropped.
         compute_grad: also return d(loss)/d(student input).
     """
+    return run(
+        prepare_bce(
+            student_logits,
+            student_probs=student_probs,
+            teacher_logits=teacher_logits,
+            teacher_probs=teacher_probs,
+            temperature=temperature,
+            scale_t2=scale_t2,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            mask=mask,
+            compute_grad=compute_grad,
+        )
+    )
+
+
+def prepare_bce(
+    student_logits: Tensor | None = None,
+    *,
+    student_probs: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    temperature: float | None = None,
+    scale_t2: bool = True,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    reduction: str = "mean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a :func:`bce` request (same arguments) without computing it."""
     reduction_ = check_reduction(reduction, REDUCTIONS)
     if (student_logits is None) == (student_probs is None):
         raise InputError("student", "give exactly one of student_logits or student_probs")
@@ -81,18 +114,37 @@ def bce(
     else:
         check_probs(student, name, rows)
     teacher = resolve_teacher(rows, student.device, logits=teacher_logits, probs=teacher_probs, log_probs=None, allowed=("logits", "probs"))
-    weight_flat = _broadcast_flat(weight, "weight", rows, student.device)
-    pos_weight_flat = _broadcast_flat(pos_weight, "pos_weight", rows, student.device)
+    data = {"teacher": teacher.flat}
+    class_weights: dict[str, Tensor | None] = {}
+    for option, value in (("weight", weight), ("pos_weight", pos_weight)):
+        flat = _broadcast_flat(value, option, rows, student.device)
+        if flat is not None and flat.dim() == 2:
+            data[option] = flat
+        class_weights[option] = flat if flat is None or flat.dim() == 1 else None
     factor = temperature_**2 if from_logits and scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
-    if from_logits:
-        kernel = logits_kernel(teacher, temperature_, factor, weight_flat, pos_weight_flat)
-        scale = grad_scale(factor / temperature_, normalizer)
-    else:
-        kernel = probs_kernel(teacher, weight_flat)
-        scale = grad_scale(1.0, normalizer)
-    out = run_kernel(rows, student, kernel, grad_scale=scale, want_grad=compute_grad, want_elements=reduction_ == "none")
-    return finish(out, rows, reduction_, normalizer)
+    kind = teacher.kind
+
+    def build(layout: Rows, per_row: dict[str, Tensor]) -> Kernel:
+        weight_ = per_row.get("weight", class_weights["weight"])
+        if not from_logits:
+            return probs_kernel(Teacher(kind, per_row["teacher"]), weight_)
+        pos_weight_ = per_row.get("pos_weight", class_weights["pos_weight"])
+        return logits_kernel(Teacher(kind, per_row["teacher"]), temperature_, factor, weight_, pos_weight_)
+
+    options = (from_logits, kind, teacher.flat.dtype, temperature_, factor, *(tensor_key(w) for w in class_weights.values()))
+    return Prepared(
+        loss="bce",
+        rows=rows,
+        student=student,
+        data=data,
+        build=build,
+        key=("bce", rows.n_classes, student.dtype, student.device, tuple(sorted(data)), *options),
+        reduction=reduction_,
+        normalizer=normalizer,
+        grad_scale=grad_scale(factor / temperature_ if from_logits else 1.0, normalizer),
+        compute_grad=compute_grad,
+    )
 
 
 def _broadcast_flat(tensor: Tensor | None, name: str, rows: Rows, device: torch.device) -> Tensor | None:

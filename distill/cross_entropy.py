@@ -32,8 +32,9 @@ from torch import Tensor
 
 from distill.checks import check_logits
 from distill.errors import InputError
-from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
-from distill.reduction import check_reduction, finish, grad_scale
+from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.prepared import Prepared, run, tensor_key
+from distill.reduction import check_reduction, grad_scale
 from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
 from distill.softmax import softmax_and_lse
@@ -73,6 +74,42 @@ def cross_entropy(
         mask: optional bool tensor over the leading dimensions; False rows are dropped.
         compute_grad: also return d(loss)/d(student_logits).
     """
+    return run(
+        prepare_cross_entropy(
+            student_logits,
+            labels=labels,
+            teacher_logits=teacher_logits,
+            teacher_probs=teacher_probs,
+            teacher_log_probs=teacher_log_probs,
+            temperature=temperature,
+            scale_t2=scale_t2,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+            mask=mask,
+            compute_grad=compute_grad,
+        )
+    )
+
+
+def prepare_cross_entropy(
+    student_logits: Tensor,
+    *,
+    labels: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float | None = None,
+    scale_t2: bool = True,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a :func:`cross_entropy` request (same arguments) without computing it."""
     reduction_ = check_reduction(reduction, REDUCTIONS)
     epsilon = float(label_smoothing)
     if not 0.0 <= epsilon <= 1.0:
@@ -81,13 +118,28 @@ def cross_entropy(
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     class_weight = _class_weight(weight, rows, student.device)
-    teachers = (teacher_logits, teacher_probs, teacher_log_probs)
+    common = {"rows": rows, "student": student, "reduction": reduction_, "compute_grad": compute_grad, "per_row": True}
     if labels is not None:
-        if any(t is not None for t in teachers):
+        if any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
-        return _hard(rows, student, row_max, labels, class_weight, ignore_index, epsilon, reduction_, compute_grad)
+        labels_flat = check_labels(labels, rows, ignore_index).to(student.device)
+        labels_kept = labels_flat if rows.kept is None else labels_flat.index_select(0, rows.kept)
+        normalizer = hard_normalizer(labels_kept, class_weight, ignore_index, reduction_)
+
+        def build_hard(layout: Rows, data: dict[str, Tensor]) -> Kernel:
+            return hard_kernel(layout, data["labels"], class_weight, ignore_index, epsilon)
+
+        return Prepared(
+            loss="cross_entropy",
+            data={"labels": labels_flat, "row_max": row_max},
+            build=build_hard,
+            key=("cross_entropy", "labels", rows.n_classes, student.dtype, student.device, ignore_index, epsilon, tensor_key(class_weight)),
+            normalizer=normalizer,
+            grad_scale=grad_scale(1.0, normalizer),
+            **common,
+        )
     temperature_ = check_temperature(1.0 if temperature is None else temperature)
     teacher = resolve_teacher(
         rows,
@@ -99,18 +151,31 @@ def cross_entropy(
     )
     factor = temperature_**2 if scale_t2 else 1.0
     normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
-    kernel = soft_kernel(rows, teacher, temperature_, factor, class_weight, epsilon)
-    out = run_kernel(
-        rows,
-        student,
-        kernel,
+    kind = teacher.kind
+
+    def build_soft(layout: Rows, data: dict[str, Tensor]) -> Kernel:
+        return soft_kernel(layout, Teacher(kind, data["teacher"]), temperature_, factor, class_weight, epsilon)
+
+    return Prepared(
+        loss="cross_entropy",
+        data={"teacher": teacher.flat, "row_max": row_max},
+        build=build_soft,
+        key=(
+            "cross_entropy",
+            kind,
+            rows.n_classes,
+            student.dtype,
+            student.device,
+            teacher.flat.dtype,
+            temperature_,
+            factor,
+            epsilon,
+            tensor_key(class_weight),
+        ),
+        normalizer=normalizer,
         grad_scale=grad_scale(factor / temperature_, normalizer),
-        want_grad=compute_grad,
-        want_elements=reduction_ == "none",
-        elements_per_row=True,
-        row_max=row_max,
+        **common,
     )
-    return finish(out, rows, reduction_, normalizer, per_row=True)
 
 
 def _class_weight(weight: Tensor | None, rows: Rows, device: torch.device) -> Tensor | None:
@@ -161,36 +226,8 @@ def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: in
     return float(weight.to(torch.float64)[labels_kept[valid]].sum())
 
 
-def _hard(
-    rows: Rows,
-    student: Tensor,
-    row_max: Tensor,
-    labels: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    epsilon: float,
-    reduction: str,
-    compute_grad: bool,
-) -> LossResult:
-    labels_flat = check_labels(labels, rows, ignore_index).to(student.device)
-    labels_kept = labels_flat if rows.kept is None else labels_flat.index_select(0, rows.kept)
-    normalizer = hard_normalizer(labels_kept, weight, ignore_index, reduction)
-    kernel = hard_kernel(rows, labels_kept, weight, ignore_index, epsilon)
-    out = run_kernel(
-        rows,
-        student,
-        kernel,
-        grad_scale=grad_scale(1.0, normalizer),
-        want_grad=compute_grad,
-        want_elements=reduction == "none",
-        elements_per_row=True,
-        row_max=row_max,
-    )
-    return finish(out, rows, reduction, normalizer, per_row=True)  # type: ignore[arg-type]
-
-
-def hard_kernel(rows: Rows, labels_kept: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:
-    """Per-chunk kernel for hard-label cross-entropy; ``labels_kept`` is aligned with kept rows.
+def hard_kernel(rows: Rows, labels: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:
+    """Per-chunk kernel for hard-label cross-entropy; ``labels`` is aligned with the student's rows.
 
     One softmax pass gives q (the gradient's main term) and the log-sum-exp; log q_y = s_y − lse and
     the smoothing sum Σ_c w_c · log q_c = s · w − lse · Σ_c w_c need no per-element logarithm.
@@ -201,7 +238,7 @@ def hard_kernel(rows: Rows, labels_kept: Tensor, weight: Tensor | None, ignore_i
         n_classes = s.shape[1]
         assert chunk.row_max is not None
         q, lse = softmax_and_lse(s, chunk.row_max, chunk.grad_out if want_grad else None)
-        y = labels_kept[chunk.positions]
+        y = take(labels, chunk.selection)
         valid = y != ignore_index
         y_safe = torch.where(valid, y, 0).unsqueeze(1)
         w = None if weight is None else weight.to(s.dtype)

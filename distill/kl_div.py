@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from distill.checks import check_logits
-from distill.kernel import Chunk, ChunkResult, Kernel, run_kernel
-from distill.reduction import check_reduction, element_normalizer, finish, grad_scale
+from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.prepared import Prepared, run
+from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.result import LossResult
 from distill.rows import Rows, check_temperature, make_rows, raise_at, take
 from distill.teacher import Teacher, resolve_teacher
@@ -60,6 +61,34 @@ def kl_div(
         mask: optional bool tensor over the leading dimensions; False rows are dropped.
         compute_grad: also return d(loss)/d(student_logits).
     """
+    return run(
+        prepare_kl_div(
+            student_logits,
+            teacher_logits=teacher_logits,
+            teacher_probs=teacher_probs,
+            teacher_log_probs=teacher_log_probs,
+            temperature=temperature,
+            scale_t2=scale_t2,
+            reduction=reduction,
+            mask=mask,
+            compute_grad=compute_grad,
+        )
+    )
+
+
+def prepare_kl_div(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a :func:`kl_div` request (same arguments) without computing it."""
     reduction_ = check_reduction(reduction, REDUCTIONS)
     temperature = check_temperature(temperature)
     rows = make_rows(student_logits, mask)
@@ -75,16 +104,23 @@ def kl_div(
     )
     factor = temperature**2 if scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
-    kernel = kl_kernel(rows, teacher, temperature, factor)
-    out = run_kernel(
-        rows,
-        student,
-        kernel,
+    kind = teacher.kind
+
+    def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
+        return kl_kernel(layout, Teacher(kind, data["teacher"]), temperature, factor)
+
+    return Prepared(
+        loss="kl_div",
+        rows=rows,
+        student=student,
+        data={"teacher": teacher.flat},
+        build=build,
+        key=("kl_div", rows.n_classes, student.dtype, student.device, kind, teacher.flat.dtype, temperature, factor),
+        reduction=reduction_,
+        normalizer=normalizer,
         grad_scale=grad_scale(factor / temperature, normalizer),
-        want_grad=compute_grad,
-        want_elements=reduction_ == "none",
+        compute_grad=compute_grad,
     )
-    return finish(out, rows, reduction_, normalizer)
 
 
 def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -> Kernel:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from service import openapi, problems
+from service.metrics import MetricsMiddleware
 from service.routes import probes, v1
 from service.runtime import Runtime
 from service.settings import Settings
@@ -27,9 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(runtime.warm_up)
+        await run_in_threadpool(runtime.start)
         yield
-        runtime.ready = False
+        await run_in_threadpool(runtime.stop)
 
     app = FastAPI(
         title="distill",
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         separate_input_output_schemas=False,
     )
     app.state.runtime = runtime
+    app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     problems.install(app)
     app.include_router(probes)
     app.include_router(v1)

@@ -6,12 +6,17 @@ This is the only module that knows both the wire schemas and the engine's signat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import orjson
 import torch
 
-from distill import DistillResult, LossResult, Term, bce, cross_entropy, distill, kl_div
+from distill import DistillResult, LossResult, Term, distill
+from distill.batcher import Work
+from distill.bce import prepare_bce
+from distill.cross_entropy import prepare_cross_entropy
+from distill.kl_div import prepare_kl_div
 from service.schemas import (
     BCETerm,
     CrossEntropyTerm,
@@ -22,7 +27,7 @@ from service.schemas import (
 from service.tensors import FLOAT_DTYPES, Encoding, WireTensor, encode, encode_number
 
 LossName = Literal["kl_div", "bce", "cross_entropy", "distill"]
-ENGINE = {"kl_div": kl_div, "bce": bce, "cross_entropy": cross_entropy, "distill": distill}
+PREPARE = {"kl_div": prepare_kl_div, "bce": prepare_bce, "cross_entropy": prepare_cross_entropy}
 _TERM_LOSS = {KLTerm: "kl_div", BCETerm: "bce", CrossEntropyTerm: "cross_entropy"}
 _NOT_OPTIONS = {"mask", "compute_grad", "dtype", "response_encoding", "loss", "coefficient", "terms", "term_grads"}
 
@@ -35,9 +40,14 @@ class EngineCall:
     kwargs: dict[str, Any]
     encoding: Encoding
 
-    def run(self) -> LossResult | DistillResult:
-        """Compute on the engine (blocking; call it off the event loop)."""
-        return ENGINE[self.loss](**self.kwargs)
+    def prepare(self) -> Work:
+        """Validate on the engine (blocking): batchable work for a single loss, a callable otherwise.
+
+        The combined objective is not batched across requests: it runs as one unit of work.
+        """
+        if self.loss == "distill":
+            return partial(distill, **self.kwargs)
+        return PREPARE[self.loss](**self.kwargs)
 
 
 def build_call(loss: LossName, request: Strict, device: torch.device) -> EngineCall:
@@ -46,7 +56,9 @@ def build_call(loss: LossName, request: Strict, device: torch.device) -> EngineC
 
     def tensor(wire: WireTensor) -> torch.Tensor:
         value = wire.tensor.to(dtype) if wire.encoding == "json" and wire.tensor.is_floating_point() else wire.tensor
-        return value.to(device, non_blocking=True)
+        if device.type == "cuda":
+            return value.pin_memory().to(device, non_blocking=True)
+        return value
 
     def options(model: Strict) -> dict[str, Any]:
         values = {name: getattr(model, name) for name in type(model).model_fields if name not in _NOT_OPTIONS}

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -68,6 +69,9 @@ class Info(BaseModel):
     losses: list[str]
     max_body_bytes: int
     max_tensor_elements: int
+    batching: bool
+    max_wait_ms: float
+    max_batch_rows: int
 
 
 @v1.get("/info", operation_id="info", tags=["service"], response_model=Info, responses=problem_responses(401))
@@ -82,7 +86,16 @@ async def info(request: Request) -> Info:
         losses=[loss for loss, _, _ in _LOSSES],
         max_body_bytes=runtime.settings.max_body_bytes,
         max_tensor_elements=runtime.settings.max_tensor_elements,
+        batching=runtime.settings.batching,
+        max_wait_ms=runtime.settings.max_wait_ms,
+        max_batch_rows=runtime.settings.max_batch_rows,
     )
+
+
+@probes.get("/metrics", operation_id="metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests by route and status, latency, queue depth and wait, batch sizes."""
+    return Response(generate_latest(request.app.state.runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class Status(BaseModel):

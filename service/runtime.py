@@ -1,12 +1,13 @@
-"""The service's per-process state: settings, device, readiness, and the request pipeline.
+"""The service's per-process state: settings, device, batcher, metrics, readiness; and the pipeline.
 
-A request goes: body bytes → parse → validate (pydantic envelope, tensor decoding) → engine call →
-compute → encode. Parsing, validation and encoding run in the thread pool, so the event loop only
-moves bytes; the compute step is where the batcher (when enabled) groups requests.
+A request goes: body bytes → parse → validate (pydantic envelope, tensor decoding, then the engine's
+own checks) → queue → batched compute → encode. Parsing, validation and encoding run in the thread
+pool; only validated work joins the batcher, so one bad request can never fail another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import torch
@@ -14,8 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from distill import DistillResult, LossResult
+from distill.batcher import Batcher, DeviceMemoryError, QueueFull, Work
 from service.body import parse_json_object
 from service.dispatch import EngineCall, LossName, build_call, render
+from service.metrics import Metrics
+from service.problems import ProblemError
 from service.schemas import REQUESTS
 from service.settings import Settings
 
@@ -23,29 +27,60 @@ logger = logging.getLogger("distill.service")
 
 
 class Runtime:
-    """Owns the device and the pipeline for one server process."""
+    """Owns the device, the batcher and the pipeline for one server process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device = distill.resolve_device(settings.device)
+        self.metrics = Metrics(str(self.device))
+        self.batcher: Batcher | None = None
         self.ready = False
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
 
-    def prepare(self, loss: LossName, body: bytes) -> EngineCall:
-        """Parse and validate a body into an engine call (blocking)."""
+    def start(self) -> None:
+        """Start the batcher and warm the engine up; the service is ready afterwards."""
+        self.batcher = Batcher(
+            max_wait_ms=self.settings.max_wait_ms,
+            max_batch_rows=self.settings.max_batch_rows,
+            max_batch_elements=self.settings.max_batch_elements,
+            max_queue=self.settings.max_queue,
+            enabled=self.settings.batching,
+            observer=self.metrics,
+        )
+        self.warm_up()
+        self.ready = True
+
+    def stop(self) -> None:
+        """Not ready any more; refuse new work, finish what is queued."""
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def prepare(self, loss: LossName, body: bytes) -> tuple[EngineCall, Work]:
+        """Parse and validate a body into engine work (blocking)."""
         data = parse_json_object(body)
         request = REQUESTS[loss].model_validate(data, context={"max_elements": self.settings.max_tensor_elements})
-        return build_call(loss, request, self.device)
+        call = build_call(loss, request, self.device)
+        return call, call.prepare()
 
-    async def compute(self, call: EngineCall) -> LossResult | DistillResult:
-        """Run the engine off the event loop."""
-        return await run_in_threadpool(call.run)
+    async def compute(self, work: Work) -> LossResult | DistillResult:
+        """Queue validated work on the batcher and wait for its result."""
+        if self.batcher is None:
+            raise ProblemError(503, "not-ready", "Not ready", "the engine is not running", headers={"Retry-After": "1"})
+        try:
+            future = self.batcher.submit(work)
+        except QueueFull as error:
+            raise ProblemError(503, "overloaded", "Service overloaded", str(error), headers={"Retry-After": "1"}) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except DeviceMemoryError as error:
+            raise ProblemError(503, "device-memory", "Device out of memory", str(error), headers={"Retry-After": "5"}) from None
 
     async def handle(self, loss: LossName, body: bytes) -> bytes:
         """The whole pipeline for one request; errors propagate to the problem handlers."""
-        call = await run_in_threadpool(self.prepare, loss, body)
-        result = await self.compute(call)
+        call, work = await run_in_threadpool(self.prepare, loss, body)
+        result = await self.compute(work)
         return await run_in_threadpool(render, call, result)
 
     def warm_up(self) -> None:
@@ -59,5 +94,4 @@ class Runtime:
         distill.cross_entropy(student, teacher_logits=teacher)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.ready = True
         logger.info("engine warmed up on %s", self.device)

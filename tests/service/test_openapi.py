@@ -30,6 +30,7 @@ def test_operation_ids_are_chosen():
         "/livez": "livez",
         "/healthz": "healthz",
         "/readyz": "readyz",
+        "/metrics": "metrics",
     }
 
 
