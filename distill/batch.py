@@ -4,7 +4,9 @@ The kept rows of every request are concatenated (dropped rows never travel), and
 tensor (teacher rows, labels, row maxima, per-element weights). Every row carries its own request's
 gradient scale, so the single kernel call writes each request's correctly normalised gradient; the
 per-row losses are then split back and reduced with each request's own reduction and normaliser.
-The arithmetic per row is the solo arithmetic, so answers equal the solo answers.
+The arithmetic per row is the solo arithmetic, so answers equal the solo answers, up to the last bit
+of element-wise transcendentals (a SIMD and a scalar path can round differently depending on where an
+element sits in memory).
 """
 
 from __future__ import annotations

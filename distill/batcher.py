@@ -182,18 +182,20 @@ class Batcher:
     def _execute(self, group: list[_Job]) -> None:
         """Compute a group; if it fails, recompute its requests one by one so only the culprit fails."""
         live = [job for job in group if job.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        if live:
+            self._settle(live)
+
+    def _settle(self, jobs: list[_Job]) -> None:
         try:
-            results = self._compute([job.work for job in live])
+            results = self._compute([job.work for job in jobs])
         except Exception as error:
-            if len(live) == 1:
-                live[0].future.set_exception(error)
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(error)
                 return
-            for job in live:
-                self._execute([job])
+            for job in jobs:
+                self._settle([job])
             return
-        for job, result in zip(live, results, strict=True):
+        for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)
 
     def _compute(self, works: list[Work]) -> list[Any]:

@@ -25,7 +25,7 @@ from torch import Tensor
 from distill.checks import check_logits, check_probs
 from distill.errors import InputError
 from distill.kernel import Chunk, ChunkResult, Kernel
-from distill.prepared import Prepared, run, tensor_key
+from distill.prepared import Prepared, run
 from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
@@ -115,31 +115,27 @@ def prepare_bce(
         check_probs(student, name, rows)
     teacher = resolve_teacher(rows, student.device, logits=teacher_logits, probs=teacher_probs, log_probs=None, allowed=("logits", "probs"))
     data = {"teacher": teacher.flat}
-    class_weights: dict[str, Tensor | None] = {}
     for option, value in (("weight", weight), ("pos_weight", pos_weight)):
-        flat = _broadcast_flat(value, option, rows, student.device)
-        if flat is not None and flat.dim() == 2:
-            data[option] = flat
-        class_weights[option] = flat if flat is None or flat.dim() == 1 else None
+        if value is not None:
+            data[option] = _broadcast_flat(value, option, rows, student.device)
     factor = temperature_**2 if from_logits and scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind
 
     def build(layout: Rows, per_row: dict[str, Tensor]) -> Kernel:
-        weight_ = per_row.get("weight", class_weights["weight"])
+        teacher_ = Teacher(kind, per_row["teacher"])
         if not from_logits:
-            return probs_kernel(Teacher(kind, per_row["teacher"]), weight_)
-        pos_weight_ = per_row.get("pos_weight", class_weights["pos_weight"])
-        return logits_kernel(Teacher(kind, per_row["teacher"]), temperature_, factor, weight_, pos_weight_)
+            return probs_kernel(teacher_, per_row.get("weight"))
+        return logits_kernel(teacher_, temperature_, factor, per_row.get("weight"), per_row.get("pos_weight"))
 
-    options = (from_logits, kind, teacher.flat.dtype, temperature_, factor, *(tensor_key(w) for w in class_weights.values()))
+    dtypes = tuple((name, tensor.dtype) for name, tensor in sorted(data.items()))
     return Prepared(
         loss="bce",
         rows=rows,
         student=student,
         data=data,
         build=build,
-        key=("bce", rows.n_classes, student.dtype, student.device, tuple(sorted(data)), *options),
+        key=("bce", rows.n_classes, student.dtype, student.device, dtypes, from_logits, kind, temperature_, factor),
         reduction=reduction_,
         normalizer=normalizer,
         grad_scale=grad_scale(factor / temperature_ if from_logits else 1.0, normalizer),
@@ -147,14 +143,12 @@ def prepare_bce(
     )
 
 
-def _broadcast_flat(tensor: Tensor | None, name: str, rows: Rows, device: torch.device) -> Tensor | None:
-    """Broadcast a weight against the student shape, keeping it (C,)-sized when it is per class.
+def _broadcast_flat(tensor: Tensor, name: str, rows: Rows, device: torch.device) -> Tensor:
+    """Broadcast a weight against the student shape and view it as (n_rows, C) per-row data.
 
-    Returns a (C,) tensor when the weight only varies along the class dimension (the common case: no
-    copy), otherwise the weight expanded to the student's shape and flattened to (n_rows, C).
+    A per-class weight becomes a stride-0 view (no copy); only a weight that varies along several
+    leading dimensions in ways a view cannot express is materialised.
     """
-    if tensor is None:
-        return None
     if not isinstance(tensor, Tensor) or tensor.dtype not in FLOAT_DTYPES:
         raise InputError(name, "must be a floating tensor")
     try:
@@ -165,16 +159,11 @@ def _broadcast_flat(tensor: Tensor | None, name: str, rows: Rows, device: torch.
         raise InputError(name, f"shape {tuple(tensor.shape)} would enlarge the student's shape {tuple(rows.shape)}")
     if not bool(torch.isfinite(tensor).all()):
         raise InputError(name, "must be finite", tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0]))
-    tensor = tensor.to(device)
-    if all(size == 1 for size in tensor.shape[:-1]):
-        return tensor.reshape(-1).expand(rows.n_classes) if tensor.dim() else tensor.reshape(1).expand(rows.n_classes)
-    return tensor.expand(rows.shape).reshape(rows.n_rows, rows.n_classes)
+    return tensor.to(device).expand(rows.shape).reshape(rows.n_rows, rows.n_classes)
 
 
 def _rows_of(weight: Tensor | None, chunk: Chunk, dtype: torch.dtype) -> Tensor | None:
-    if weight is None:
-        return None
-    return (weight if weight.dim() == 1 else take(weight, chunk.selection)).to(dtype)
+    return None if weight is None else take(weight, chunk.selection).to(dtype)
 
 
 def logits_kernel(teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, pos_weight: Tensor | None) -> Kernel:
