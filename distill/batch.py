@@ -39,23 +39,30 @@ def run_group(group: Sequence[Prepared]) -> list[LossResult]:
     student = torch.cat([_kept(item.student, item.rows) for item in group])
     layout = Rows(torch.Size((total, first.rows.n_classes)), total, first.rows.n_classes, None, total)
     data = {name: torch.cat([_kept(item.data[name], item.rows) for item in group]) for name in first.data}
-    scales = torch.cat([torch.full((count,), item.grad_scale, dtype=torch.float64) for item, count in zip(group, counts, strict=True)])
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    sizes = torch.tensor(counts, device=student.device)
+    scales = torch.tensor([item.grad_scale for item in group], dtype=compute, device=student.device).repeat_interleave(
+        sizes, output_size=total
+    )
     out = run_kernel(
         layout,
         student,
         first.build(layout, data),
-        grad_scale=scales.to(device=student.device, dtype=student.dtype if student.dtype == torch.float64 else torch.float32),
+        grad_scale=scales,
         want_grad=any(item.compute_grad for item in group),
         want_elements=any(item.reduction == "none" for item in group),
         elements_per_row=first.per_row,
         row_max=data.get("row_max"),
     )
+    segment = torch.arange(len(group), device=student.device).repeat_interleave(sizes, output_size=total)
+    sums = torch.zeros(len(group), dtype=out.row_loss.dtype, device=student.device).index_add_(0, segment, out.row_loss).tolist()
     results: list[LossResult] = []
     start = 0
-    for item, count in zip(group, counts, strict=True):
+    for item, count, loss_sum in zip(group, counts, sums, strict=True):
         part = slice(start, start + count)
         start += count
-        results.append(finish(_unpack(out, part, item), item.rows, item.reduction, item.normalizer, per_row=item.per_row))
+        unpacked = _unpack(out, part, item)
+        results.append(finish(unpacked, item.rows, item.reduction, item.normalizer, per_row=item.per_row, loss_sum=loss_sum))
     return results
 
 

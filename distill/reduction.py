@@ -31,14 +31,18 @@ def grad_scale(factor: float, normalizer: float) -> float:
     return factor / normalizer if normalizer > 0 else 0.0
 
 
-def finish(out: KernelOutput, rows: Rows, reduction: Reduction, normalizer: float, *, per_row: bool = False) -> LossResult:
+def finish(
+    out: KernelOutput, rows: Rows, reduction: Reduction, normalizer: float, *, per_row: bool = False, loss_sum: float | None = None
+) -> LossResult:
     """Reduce kernel output into a :class:`LossResult` shaped like the caller's input.
 
     ``none`` returns the element losses in the student's shape (per-row losses in its leading shape
     when ``per_row``), with zeros on rows dropped by the mask. An empty normaliser (every row masked or
     ignored) yields loss 0, where PyTorch would give NaN: a service must answer with a number.
+    ``loss_sum`` may be given when the caller has already summed the row losses.
     """
-    loss_sum = float(out.row_loss.sum()) if out.row_loss.numel() else 0.0
+    if loss_sum is None:
+        loss_sum = float(out.row_loss.sum()) if out.row_loss.numel() else 0.0
     grad = out.grad.reshape(rows.shape) if out.grad is not None else None
     if reduction == "none":
         assert out.elements is not None

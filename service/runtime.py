@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import torch
-from starlette.concurrency import run_in_threadpool
 
 import distill
 from distill import DistillResult, LossResult
+from distill.allocator import keep_freed_memory
 from distill.batcher import Batcher, DeviceMemoryError, QueueFull, Work
 from service.body import parse_json_object
+from service.codec_pool import DECODE, ENCODE, CodecPool
 from service.dispatch import EngineCall, LossName, build_call, render
 from service.metrics import Metrics
 from service.problems import ProblemError
@@ -35,11 +37,15 @@ class Runtime:
         self.metrics = Metrics(str(self.device))
         self.batcher: Batcher | None = None
         self.ready = False
+        self.workers = settings.codec_threads or os.cpu_count() or 2
+        self.codec: CodecPool | None = None
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        keep_freed_memory()
 
     def start(self) -> None:
-        """Start the batcher and warm the engine up; the service is ready afterwards."""
+        """Start the codec threads and the batcher, warm the engine up; the service is ready afterwards."""
+        self.codec = CodecPool(self.workers)
         self.batcher = Batcher(
             max_wait_ms=self.settings.max_wait_ms,
             max_batch_rows=self.settings.max_batch_rows,
@@ -56,6 +62,8 @@ class Runtime:
         self.ready = False
         if self.batcher is not None:
             self.batcher.close()
+        if self.codec is not None:
+            self.codec.shutdown()
 
     def prepare(self, loss: LossName, body: bytes) -> tuple[EngineCall, Work]:
         """Parse and validate a body into engine work (blocking)."""
@@ -79,9 +87,11 @@ class Runtime:
 
     async def handle(self, loss: LossName, body: bytes) -> bytes:
         """The whole pipeline for one request; errors propagate to the problem handlers."""
-        call, work = await run_in_threadpool(self.prepare, loss, body)
+        if self.codec is None:
+            raise ProblemError(503, "not-ready", "Not ready", "the service is not running", headers={"Retry-After": "1"})
+        call, work = await self.codec.run(DECODE, self.prepare, loss, body)
         result = await self.compute(work)
-        return await run_in_threadpool(render, call, result)
+        return await self.codec.run(ENCODE, render, call, result)
 
     def warm_up(self) -> None:
         """Run every loss once on a tiny input so the first real request pays no lazy start-up."""

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * MiB, ge=1, description="Largest request body; larger ones get 413 before buffering.")
     max_tensor_elements: int = Field(1 << 25, ge=1, description="Largest element count of any one tensor (413 beyond).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
+    codec_threads: int | None = Field(None, ge=1, description="Threads decoding requests and encoding responses (default: CPU count).")
     batching: bool = Field(True, description="Coalesce compatible concurrent requests into one engine call.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a request may wait for company (0: take what is queued).")
     max_batch_rows: int = Field(8192, ge=1, description="Kept rows in one engine call at most.")
