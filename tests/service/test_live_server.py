@@ -6,10 +6,8 @@ import importlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 
 import distill
 from scripts.export_openapi import SPEC
+from tests.live import free_port, live_server, serve, wait_ready
 from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.slow
@@ -27,42 +26,10 @@ STUDENT = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
 TEACHER = torch.randn(4, 10, generator=torch.Generator().manual_seed(2))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(port: int, log_level: str = "warning") -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", log_level]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stdout.read().decode() if process.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("server did not become ready")
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    process = serve(port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    with live_server() as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_kl_div_over_tcp(server):
