@@ -85,8 +85,9 @@ def invalid_input(error: InputError, prefix: str = "") -> ProblemError:
 
 def from_validation_error(error: ValidationError | RequestValidationError) -> ProblemError:
     """A pydantic validation failure as a 422 problem naming the first failing field."""
+    items = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error.errors()
     errors: list[dict[str, Any]] = []
-    for item in error.errors(include_url=False, include_input=False):
+    for item in items:
         entry: dict[str, Any] = {"field": _path(item["loc"]), "message": item["msg"]}
         entry["type"] = item["type"]
         index = (item.get("ctx") or {}).get("index")

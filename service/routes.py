@@ -1,9 +1,10 @@
 """HTTP routes: the four losses and /v1/info (behind the optional API key), and the probes.
 
 Routes are thin: read the body under the size limit and hand it to the runtime's pipeline.
-"""
 
-from __future__ import annotations
+This module keeps real (not postponed) annotations: Ray Serve's ingress re-analyses the routes and
+then no longer resolves a string ``"Request"``, turning ``request`` into a required query parameter.
+"""
 
 from collections.abc import Awaitable, Callable
 from typing import Any

@@ -167,3 +167,20 @@ def test_float16_overflow_in_json_is_an_error_not_null(client):
 def test_unknown_route_and_method_are_problems(client):
     assert client.get("/v1/nope").headers["content-type"] == "application/problem+json"
     assert client.get("/v1/kl_div").status_code == 405
+
+
+def test_request_validation_errors_from_fastapi_are_problems():
+    from fastapi import FastAPI, Query
+    from fastapi.testclient import TestClient
+
+    from service import problems
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/items")
+    def items(count: int = Query(...)) -> dict:
+        return {"count": count}
+
+    response = TestClient(app).get("/items", params={"count": "many"})
+    assert response.status_code == 422 and response.json()["field"] == "query.count"
