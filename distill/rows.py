@@ -72,10 +72,6 @@ class Rows:
         """View a student-shaped tensor as (n_rows, n_classes)."""
         return tensor.reshape(self.n_rows, self.n_classes)
 
-    def flat_rows(self, tensor: Tensor) -> Tensor:
-        """View a leading-dims-shaped tensor (labels, per-row losses) as (n_rows,)."""
-        return tensor.reshape(self.n_rows)
-
     def chunks(self, chunk_elements: int | None = None) -> Iterator[RowSelection]:
         """Yield row selections (slices, or index tensors when masked) covering the kept rows."""
         per_chunk = max(1, (chunk_elements or CHUNK_ELEMENTS) // self.n_classes)
