@@ -25,9 +25,8 @@ from torch import Tensor
 from distill.checks import check_logits, check_probs
 from distill.errors import InputError
 from distill.kernel import Chunk, ChunkResult, Kernel
-from distill.prepared import Prepared, run
+from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
-from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
 from distill.teacher import Teacher, resolve_teacher
 
@@ -36,50 +35,6 @@ REDUCTIONS = ("mean", "sum", "none")
 #: (9.99999996e-13); the float64 value would differ from autograd by 4e-9 relative at q ∈ {0, 1}.
 _EPSILON = float(torch.tensor(1e-12, dtype=torch.float32))
 _UNDERFLOW = -80.0
-
-
-def bce(
-    student_logits: Tensor | None = None,
-    *,
-    student_probs: Tensor | None = None,
-    teacher_logits: Tensor | None = None,
-    teacher_probs: Tensor | None = None,
-    temperature: float | None = None,
-    scale_t2: bool = True,
-    weight: Tensor | None = None,
-    pos_weight: Tensor | None = None,
-    reduction: str = "mean",
-    mask: Tensor | None = None,
-    compute_grad: bool = True,
-) -> LossResult:
-    """Soft-label BCE; see the module docstring for the formulas.
-
-    Args:
-        student_logits / student_probs: exactly one, shape (..., C).
-        teacher_logits / teacher_probs: exactly one, same shape as the student.
-        temperature: T > 0 (default 1) for student logits; not accepted with student probabilities.
-        scale_t2: multiply logit-space losses by T².
-        weight: rescales each element; broadcastable to the student's shape.
-        pos_weight: weight of positive targets; broadcastable to the student's shape (usually (C,)).
-        reduction: ``mean`` (default), ``sum`` or ``none``.
-        mask: optional bool tensor over the leading dimensions; False rows are dropped.
-        compute_grad: also return d(loss)/d(student input).
-    """
-    return run(
-        prepare_bce(
-            student_logits,
-            student_probs=student_probs,
-            teacher_logits=teacher_logits,
-            teacher_probs=teacher_probs,
-            temperature=temperature,
-            scale_t2=scale_t2,
-            weight=weight,
-            pos_weight=pos_weight,
-            reduction=reduction,
-            mask=mask,
-            compute_grad=compute_grad,
-        )
-    )
 
 
 def prepare_bce(
@@ -96,7 +51,19 @@ def prepare_bce(
     mask: Tensor | None = None,
     compute_grad: bool = True,
 ) -> Prepared:
-    """Validate a :func:`bce` request (same arguments) without computing it."""
+    """Validate a soft-label BCE request without computing it (:func:`bce` computes it).
+
+    Args:
+        student_logits / student_probs: exactly one, shape (..., C).
+        teacher_logits / teacher_probs: exactly one, same shape as the student.
+        temperature: T > 0 (default 1) for student logits; not accepted with student probabilities.
+        scale_t2: multiply logit-space losses by T².
+        weight: rescales each element; broadcastable to the student's shape.
+        pos_weight: weight of positive targets; broadcastable to the student's shape (usually (C,)).
+        reduction: ``mean`` (default), ``sum`` or ``none``.
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student input).
+    """
     reduction_ = check_reduction(reduction, REDUCTIONS)
     if (student_logits is None) == (student_probs is None):
         raise InputError("student", "give exactly one of student_logits or student_probs")
@@ -235,3 +202,6 @@ def probs_kernel(teacher: Teacher, weight: Tensor | None) -> Kernel:
         return ChunkResult(row_loss, elements if want_elements else None, grad)
 
     return kernel
+
+
+bce = computing(prepare_bce, "Soft-label BCE and its gradient; formulas in this module's docstring, arguments as :func:`prepare_bce`.")

@@ -33,64 +33,13 @@ from torch import Tensor
 from distill.checks import check_logits
 from distill.errors import InputError
 from distill.kernel import Chunk, ChunkResult, Kernel
-from distill.prepared import Prepared, run, tensor_key
+from distill.prepared import Prepared, computing, tensor_key
 from distill.reduction import check_reduction, grad_scale
-from distill.result import LossResult
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
 from distill.softmax import softmax_and_lse
 from distill.teacher import Teacher, distribution, resolve_teacher
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def cross_entropy(
-    student_logits: Tensor,
-    *,
-    labels: Tensor | None = None,
-    teacher_logits: Tensor | None = None,
-    teacher_probs: Tensor | None = None,
-    teacher_log_probs: Tensor | None = None,
-    temperature: float | None = None,
-    scale_t2: bool = True,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    mask: Tensor | None = None,
-    compute_grad: bool = True,
-) -> LossResult:
-    """Cross-entropy with hard ``labels`` or one soft teacher form; see the module docstring.
-
-    Args:
-        student_logits: (..., C) floating tensor; -inf marks a masked class.
-        labels: integer class per row, shape (...) (a 0-d tensor for a 1-D student).
-        teacher_logits / teacher_probs / teacher_log_probs: soft targets, same shape as the student.
-        temperature: T > 0 for soft targets (default 1); an error with hard labels.
-        scale_t2: multiply soft-target losses by T².
-        weight: (C,) class weights.
-        ignore_index: label value whose rows are skipped (hard labels only).
-        label_smoothing: ε in [0, 1].
-        reduction: ``mean`` (default), ``sum`` or ``none`` (per row).
-        mask: optional bool tensor over the leading dimensions; False rows are dropped.
-        compute_grad: also return d(loss)/d(student_logits).
-    """
-    return run(
-        prepare_cross_entropy(
-            student_logits,
-            labels=labels,
-            teacher_logits=teacher_logits,
-            teacher_probs=teacher_probs,
-            teacher_log_probs=teacher_log_probs,
-            temperature=temperature,
-            scale_t2=scale_t2,
-            weight=weight,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            reduction=reduction,
-            mask=mask,
-            compute_grad=compute_grad,
-        )
-    )
 
 
 def prepare_cross_entropy(
@@ -109,7 +58,21 @@ def prepare_cross_entropy(
     mask: Tensor | None = None,
     compute_grad: bool = True,
 ) -> Prepared:
-    """Validate a :func:`cross_entropy` request (same arguments) without computing it."""
+    """Validate a cross-entropy request (hard ``labels`` or one soft teacher form) without computing it.
+
+    Args:
+        student_logits: (..., C) floating tensor; -inf marks a masked class.
+        labels: integer class per row, shape (...) (a 0-d tensor for a 1-D student).
+        teacher_logits / teacher_probs / teacher_log_probs: soft targets, same shape as the student.
+        temperature: T > 0 for soft targets (default 1); an error with hard labels.
+        scale_t2: multiply soft-target losses by T².
+        weight: (C,) class weights.
+        ignore_index: label value whose rows are skipped (hard labels only).
+        label_smoothing: ε in [0, 1].
+        reduction: ``mean`` (default), ``sum`` or ``none`` (per row).
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student_logits).
+    """
     reduction_ = check_reduction(reduction, REDUCTIONS)
     epsilon = float(label_smoothing)
     if not 0.0 <= epsilon <= 1.0:
@@ -321,3 +284,9 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel
+
+
+cross_entropy = computing(
+    prepare_cross_entropy,
+    "Cross-entropy and its gradient; formulas in this module's docstring, arguments as :func:`prepare_cross_entropy`.",
+)

@@ -29,51 +29,12 @@ from torch import Tensor
 
 from distill.checks import check_logits
 from distill.kernel import Chunk, ChunkResult, Kernel
-from distill.prepared import Prepared, run
+from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
-from distill.result import LossResult
 from distill.rows import Rows, check_temperature, make_rows, raise_at, take
 from distill.teacher import Teacher, resolve_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
-
-
-def kl_div(
-    student_logits: Tensor,
-    *,
-    teacher_logits: Tensor | None = None,
-    teacher_probs: Tensor | None = None,
-    teacher_log_probs: Tensor | None = None,
-    temperature: float = 1.0,
-    scale_t2: bool = True,
-    reduction: str = "batchmean",
-    mask: Tensor | None = None,
-    compute_grad: bool = True,
-) -> LossResult:
-    """KL(teacher ‖ student) over the last dimension; see the module docstring for the formulas.
-
-    Args:
-        student_logits: (..., C) floating tensor; -inf marks a masked class.
-        teacher_logits / teacher_probs / teacher_log_probs: exactly one, same shape as the student.
-        temperature: T > 0; divides student and teacher logits.
-        scale_t2: multiply by T² (Hinton's scaling, keeps gradient magnitudes independent of T).
-        reduction: ``batchmean`` (default), ``sum``, ``mean`` or ``none``.
-        mask: optional bool tensor over the leading dimensions; False rows are dropped.
-        compute_grad: also return d(loss)/d(student_logits).
-    """
-    return run(
-        prepare_kl_div(
-            student_logits,
-            teacher_logits=teacher_logits,
-            teacher_probs=teacher_probs,
-            teacher_log_probs=teacher_log_probs,
-            temperature=temperature,
-            scale_t2=scale_t2,
-            reduction=reduction,
-            mask=mask,
-            compute_grad=compute_grad,
-        )
-    )
 
 
 def prepare_kl_div(
@@ -88,7 +49,17 @@ def prepare_kl_div(
     mask: Tensor | None = None,
     compute_grad: bool = True,
 ) -> Prepared:
-    """Validate a :func:`kl_div` request (same arguments) without computing it."""
+    """Validate a KL(teacher ‖ student) request without computing it (:func:`kl_div` computes it).
+
+    Args:
+        student_logits: (..., C) floating tensor; -inf marks a masked class.
+        teacher_logits / teacher_probs / teacher_log_probs: exactly one, same shape as the student.
+        temperature: T > 0; divides student and teacher logits.
+        scale_t2: multiply by T² (Hinton's scaling, keeps gradient magnitudes independent of T).
+        reduction: ``batchmean`` (default), ``sum``, ``mean`` or ``none``.
+        mask: optional bool tensor over the leading dimensions; False rows are dropped.
+        compute_grad: also return d(loss)/d(student_logits).
+    """
     reduction_ = check_reduction(reduction, REDUCTIONS)
     temperature = check_temperature(temperature)
     rows = make_rows(student_logits, mask)
@@ -175,3 +146,8 @@ def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tenso
     )
     elements.masked_fill_(p == 0, 0.0)
     return elements.sum(dim=-1)
+
+
+kl_div = computing(
+    prepare_kl_div, "KL(teacher ‖ student) and its gradient; formulas in this module's docstring, arguments as :func:`prepare_kl_div`."
+)

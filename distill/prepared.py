@@ -9,9 +9,12 @@ same loss, class count, dtype, device and the options that change the math.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import ParamSpec
 
 import torch
 from torch import Tensor
@@ -22,6 +25,7 @@ from distill.result import LossResult, Reduction
 from distill.rows import Rows
 
 KernelBuilder = Callable[[Rows, dict[str, Tensor]], Kernel]
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,24 @@ def run(prepared: Prepared) -> LossResult:
         row_max=prepared.data.get("row_max"),
     )
     return finish(out, prepared.rows, prepared.reduction, prepared.normalizer, per_row=prepared.per_row)
+
+
+def computing(prepare: Callable[P, Prepared], doc: str) -> Callable[P, LossResult]:
+    """The public loss for a ``prepare_*`` function: same arguments, validates and computes.
+
+    One signature per loss (the prepare function's), so the two cannot drift apart.
+    """
+
+    @functools.wraps(prepare)
+    def loss(*args: P.args, **kwargs: P.kwargs) -> LossResult:
+        return run(prepare(*args, **kwargs))
+
+    name = prepare.__name__.removeprefix("prepare_")
+    loss.__name__ = loss.__qualname__ = name
+    loss.__doc__ = doc
+    loss.__signature__ = inspect.signature(prepare).replace(return_annotation=LossResult)  # type: ignore[attr-defined]
+    del loss.__wrapped__  # type: ignore[attr-defined]
+    return loss
 
 
 def tensor_key(tensor: Tensor | None) -> Hashable:
