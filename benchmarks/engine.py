@@ -3,6 +3,8 @@
 For each loss at each shape (float32), times the engine (loss + closed-form gradient) and the torch
 reference (F.* forward + backward through autograd), and measures the peak of memory allocated by
 torch during one call beyond the inputs (from the profiler's allocation events), on CPU or CUDA.
+Like the service, the process keeps freed memory for reuse (distill.allocator), which applies to
+both sides; ``--default-allocator`` measures with glibc's defaults instead.
 
     python benchmarks/engine.py [--device cpu|cuda] [--repeats 30]
 """
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import distill
+from distill.allocator import keep_freed_memory
 
 Case = tuple[str, Callable[[], object], Callable[[], object]]
 
@@ -97,7 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
     args = parser.parse_args()
+    if not args.default_allocator:
+        keep_freed_memory()
     device = torch.device(args.device)
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
     header = ("loss", "shape", "engine ms", "autograd ms", "ratio", "engine MiB", "autograd MiB", "input MiB")

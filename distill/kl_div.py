@@ -32,6 +32,7 @@ from distill.kernel import Chunk, ChunkResult, Kernel
 from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows import Rows, check_temperature, make_rows, raise_at, take
+from distill.softmax import softmax_and_lse
 from distill.teacher import Teacher, resolve_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
@@ -64,7 +65,7 @@ def prepare_kl_div(
     temperature = check_temperature(temperature)
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
-    check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     teacher = resolve_teacher(
         rows,
         student.device,
@@ -84,7 +85,7 @@ def prepare_kl_div(
         loss="kl_div",
         rows=rows,
         student=student,
-        data={"teacher": teacher.flat},
+        data={"teacher": teacher.flat, "row_max": row_max},
         build=build,
         key=("kl_div", rows.n_classes, student.dtype, student.device, kind, teacher.flat.dtype, temperature, factor),
         reduction=reduction_,
@@ -95,43 +96,47 @@ def prepare_kl_div(
 
 
 def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -> Kernel:
-    """Build the per-chunk KL kernel for a validated teacher (shared with the batcher)."""
+    """Build the per-chunk KL kernel for a validated teacher (shared with the batcher).
+
+    One softmax pass per side gives q = softmax(s/T) (the gradient's main term), p, and their
+    log-sum-exps (:mod:`distill.softmax`), so log p − log q = (t/T − s/T) − (lse_t − lse_s) needs no
+    per-element logarithm. Probabilities and log-probabilities from the teacher are used as given.
+    """
     inverse_t = 1.0 / temperature
 
     def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
         s = chunk.student
-        log_q = torch.log_softmax(s if inverse_t == 1.0 else s * inverse_t, dim=-1)
+        z = s if inverse_t == 1.0 else s * inverse_t
+        assert chunk.row_max is not None
+        q, lse_s = softmax_and_lse(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
         t = take(teacher.flat, chunk.selection).to(s.dtype)
         if teacher.kind == "logits":
-            log_p = torch.log_softmax(t if inverse_t == 1.0 else t * inverse_t, dim=-1)
-            p = log_p.exp()
-        elif teacher.kind == "log_probs":
-            log_p = t
-            p = t.exp()
+            zt = t if inverse_t == 1.0 else t * inverse_t
+            p, lse_t = softmax_and_lse(zt, zt.amax(dim=-1))
+            log_ratio = torch.sub(zt, z).sub_(lse_t.sub_(lse_s).unsqueeze(1))
         else:
-            p = t
-            log_p = t.log()
-        p_sum = None if teacher.kind == "logits" else p.sum(dim=-1, keepdim=True)
-        elements = torch.sub(log_p, log_q).mul_(p)
+            p = t.exp() if teacher.kind == "log_probs" else t
+            log_p = t if teacher.kind == "log_probs" else t.log()
+            log_ratio = torch.sub(log_p, z).add_(lse_s.unsqueeze(1))
+        elements = log_ratio.mul_(p)
         row_loss = elements.sum(dim=-1)
         if not bool(torch.isfinite(row_loss).all()):
-            row_loss = _zero_mass_terms(chunk, rows, teacher, elements, p, log_q)
+            row_loss = _zero_mass_terms(chunk, rows, teacher, elements, p, z)
         if factor != 1.0:
             row_loss.mul_(factor)
             if want_elements:
                 elements.mul_(factor)
         grad = None
         if want_grad:
-            q = torch.exp(log_q, out=chunk.grad_out) if chunk.grad_out is not None else log_q.exp_()
-            if p_sum is not None:
-                q.mul_(p_sum)
+            if teacher.kind != "logits":
+                q.mul_(p.sum(dim=-1, keepdim=True))
             grad = q.sub_(p).mul_(chunk.grad_scale)
         return ChunkResult(row_loss, elements if want_elements else None, grad)
 
     return kernel
 
 
-def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tensor, p: Tensor, log_q: Tensor) -> Tensor:
+def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tensor, p: Tensor, z: Tensor) -> Tensor:
     """Slow path for rows with a non-finite sum: apply 0·log 0 = 0, or report infinite KL.
 
     Where the teacher has zero mass the element is 0·(log 0 − log q) = NaN in floating point; it is
@@ -142,7 +147,7 @@ def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tenso
         f"is -inf where {teacher.argument} has probability mass: the KL divergence is infinite",
         rows,
         chunk.selection,
-        (p > 0) & (log_q == -math.inf),
+        (p > 0) & (z == -math.inf),
     )
     elements.masked_fill_(p == 0, 0.0)
     return elements.sum(dim=-1)
