@@ -253,6 +253,7 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
 
     With target r = w ⊙ p' and one softmax pass over x = s / T giving q and lse,
     −Σ_c r_c · log q_c = lse · Σ_c r_c − r · x (a row dot product, no per-element logarithm).
+    A softmax target (teacher logits, smoothed or not, unweighted) sums to 1, which is used as is.
     """
     inverse_t = 1.0 / temperature
 
@@ -266,7 +267,8 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         if epsilon > 0.0:
             p = p * (1.0 - epsilon) + epsilon / n_classes
         target = p if weight is None else p * weight.to(s.dtype)
-        target_sum = target.sum(dim=-1)
+        normalised = teacher.kind == "logits" and weight is None
+        target_sum = torch.ones_like(lse) if normalised else target.sum(dim=-1)
         row_loss = lse.mul(target_sum).sub_(torch.mul(target, x).sum(dim=-1))
         if not bool(torch.isfinite(row_loss).all()):
             raise_at(
@@ -280,7 +282,9 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         row_loss.mul_(factor)
         grad = None
         if want_grad:
-            grad = q.mul_(target_sum.unsqueeze(1)).sub_(target).mul_(chunk.grad_scale)
+            if not normalised:
+                q.mul_(target_sum.unsqueeze(1))
+            grad = q.sub_(target).mul_(chunk.grad_scale)
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel
