@@ -32,6 +32,10 @@ class _Call:
     body: dict[str, Any]
     parse: Callable[[dict[str, Any]], Any]
 
+    @property
+    def method(self) -> str:
+        return "POST" if self.body else "GET"
+
 
 class _Calls:
     """Request construction shared by both clients; ``_send`` is the sync or async transport."""
@@ -219,10 +223,7 @@ class DistillClient(_Calls):
     def _send(self, call: _Call) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                if call.body:
-                    response = self._http.post(call.path, content=self._content(call), headers=self.headers)
-                else:
-                    response = self._http.get(call.path, headers=self.headers)
+                response = self._http.request(call.method, call.path, content=self._content(call), headers=self.headers)
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
@@ -265,10 +266,7 @@ class AsyncDistillClient(_Calls):
     async def _send(self, call: _Call) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                if call.body:
-                    response = await self._http.post(call.path, content=self._content(call), headers=self.headers)
-                else:
-                    response = await self._http.get(call.path, headers=self.headers)
+                response = await self._http.request(call.method, call.path, content=self._content(call), headers=self.headers)
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise

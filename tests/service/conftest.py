@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from distill.client.wire import decode_tensor, encode_tensor
 from service.app import create_app
 from service.settings import Settings
 
@@ -26,20 +26,8 @@ def client() -> Iterator[TestClient]:
 
 def binary(tensor: torch.Tensor) -> dict[str, Any]:
     """The base64 wire form of a tensor."""
-    names = {
-        torch.float32: "float32",
-        torch.float64: "float64",
-        torch.float16: "float16",
-        torch.bfloat16: "bfloat16",
-        torch.int64: "int64",
-        torch.int32: "int32",
-        torch.bool: "bool",
-    }
-    raw = tensor.contiguous().view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor.contiguous()
-    return {"dtype": names[tensor.dtype], "shape": list(tensor.shape), "data": base64.b64encode(raw.numpy().tobytes()).decode()}
+    return encode_tensor(tensor, "base64")
 
 
 def from_binary(value: dict[str, Any]) -> torch.Tensor:
-    dtypes = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    raw = bytearray(base64.b64decode(value["data"]))
-    return torch.frombuffer(raw, dtype=dtypes[value["dtype"]]).reshape(value["shape"])
+    return decode_tensor(value)
