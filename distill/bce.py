@@ -169,6 +169,7 @@ def logits_kernel(teacher: Teacher, temperature: float, factor: float, weight: T
             if log_weight is None:
                 sig.sub_(y)
             else:
+                assert pw is not None
                 sig.mul_(log_weight).sub_(y * pw)
             if w is not None:
                 sig.mul_(w)

@@ -81,7 +81,6 @@ def prepare_cross_entropy(
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     class_weight = _class_weight(weight, rows, student.device)
-    common = {"rows": rows, "student": student, "reduction": reduction_, "compute_grad": compute_grad, "per_row": True}
     if labels is not None:
         if any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
             raise InputError("labels", "give either labels or one teacher tensor, not both")
@@ -101,7 +100,11 @@ def prepare_cross_entropy(
             key=("cross_entropy", "labels", rows.n_classes, student.dtype, student.device, ignore_index, epsilon, tensor_key(class_weight)),
             normalizer=normalizer,
             grad_scale=grad_scale(1.0, normalizer),
-            **common,
+            rows=rows,
+            student=student,
+            reduction=reduction_,
+            compute_grad=compute_grad,
+            per_row=True,
         )
     temperature_ = check_temperature(1.0 if temperature is None else temperature)
     teacher = resolve_teacher(
@@ -137,7 +140,11 @@ def prepare_cross_entropy(
         ),
         normalizer=normalizer,
         grad_scale=grad_scale(factor / temperature_, normalizer),
-        **common,
+        rows=rows,
+        student=student,
+        reduction=reduction_,
+        compute_grad=compute_grad,
+        per_row=True,
     )
 
 

@@ -45,16 +45,16 @@ def resolve_teacher(
     allowed: tuple[TeacherKind, ...],
 ) -> Teacher:
     """Pick the single given teacher form, check its shape and values, and flatten it."""
-    given = {"logits": logits, "probs": probs, "log_probs": log_probs}
-    present = [kind for kind, tensor in given.items() if tensor is not None]
-    names = " or ".join(_ARGUMENT[kind] for kind in allowed)
-    for kind in present:
-        if kind not in allowed:
-            raise InputError(_ARGUMENT[kind], f"is not accepted by this loss; give {names}")
+    given: dict[TeacherKind, Tensor | None] = {"logits": logits, "probs": probs, "log_probs": log_probs}
+    present = [form for form, value in given.items() if value is not None]
+    names = " or ".join(_ARGUMENT[form] for form in allowed)
+    for form in present:
+        if form not in allowed:
+            raise InputError(_ARGUMENT[form], f"is not accepted by this loss; give {names}")
     if len(present) != 1:
         what = "both" if present else "neither"
         raise InputError("teacher", f"give exactly one of {names} ({what} given)")
-    kind: TeacherKind = present[0]  # type: ignore[assignment]
+    kind = present[0]
     tensor = given[kind]
     assert tensor is not None
     name = _ARGUMENT[kind]

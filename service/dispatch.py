@@ -5,6 +5,7 @@ This is the only module that knows both the wire schemas and the engine's signat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from distill.batcher import Work
 from distill.bce import prepare_bce
 from distill.cross_entropy import prepare_cross_entropy
 from distill.kl_div import prepare_kl_div
+from distill.prepared import Prepared
 from service.schemas import (
     BCETerm,
     CrossEntropyTerm,
@@ -27,7 +29,7 @@ from service.schemas import (
 from service.tensors import FLOAT_DTYPES, Encoding, WireTensor, encode, encode_number
 
 LossName = Literal["kl_div", "bce", "cross_entropy", "distill"]
-PREPARE = {"kl_div": prepare_kl_div, "bce": prepare_bce, "cross_entropy": prepare_cross_entropy}
+PREPARE: dict[str, Callable[..., Prepared]] = {"kl_div": prepare_kl_div, "bce": prepare_bce, "cross_entropy": prepare_cross_entropy}
 _TERM_LOSS = {KLTerm: "kl_div", BCETerm: "bce", CrossEntropyTerm: "cross_entropy"}
 _NOT_OPTIONS = {"mask", "compute_grad", "dtype", "response_encoding", "loss", "coefficient", "terms", "term_grads"}
 

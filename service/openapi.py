@@ -60,7 +60,8 @@ def build(app: FastAPI) -> dict[str, Any]:
         separate_input_output_schemas=False,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (*REQUESTS.values(), Problem):
+    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem)
+    for model in models:
         schema = model.model_json_schema(ref_template=REF, mode="validation")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

@@ -62,7 +62,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             "max_replicas": int(args.get("max_replicas", 4)),
             "target_ongoing_requests": float(args.get("target_ongoing_requests", 32)),
         }
-    return DistillReplica.options(**options).bind()
+    return DistillReplica.options(**options).bind()  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
 
 
 def _cluster_has_gpus() -> int:

@@ -193,7 +193,7 @@ def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
         array = raw.numpy()
         if sys.byteorder != "little":
             array = array.byteswap()
-        data = orjson.Fragment(b'"' + pybase64.b64encode(array) + b'"')
+        data = orjson.Fragment(b'"' + pybase64.b64encode(array.data) + b'"')
         return {"dtype": name, "shape": list(tensor.shape), "data": data}
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         raise ProblemError(

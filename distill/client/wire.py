@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -61,7 +62,7 @@ def decode_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     return tensor.to(like.dtype) if like is not None else tensor.float()
 
 
-def request_body(tensors: dict[str, Tensor | None], options: dict[str, Any], encoding: Encoding) -> dict[str, Any]:
+def request_body(tensors: Mapping[str, Tensor | None], options: Mapping[str, Any], encoding: Encoding) -> dict[str, Any]:
     """A loss request: every non-None tensor encoded, options as given (None values dropped)."""
     body = {name: encode_tensor(value, encoding) for name, value in tensors.items() if value is not None}
     body.update({name: value for name, value in options.items() if value is not None})
