@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,12 +168,29 @@ class _Calls:
     def _loss(self, loss: str, tensors: dict[str, Tensor | None], options: dict[str, Any], student: Tensor) -> _Call:
         return _Call(f"/v1/{loss}", request_body(tensors, options, self.encoding), lambda answer: loss_result(answer, student))
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        """Seconds before retry ``attempt``: the server's Retry-After if given, else exponential backoff."""
-        if response is not None:
-            retry_after = response.headers.get("retry-after", "")
-            if retry_after.replace(".", "", 1).isdigit():
-                return min(float(retry_after), self.max_backoff)
+    @typing.overload
+    def _retry_delay(self, attempt: int, outcome: httpx.TransportError) -> float: ...
+
+    @typing.overload
+    def _retry_delay(self, attempt: int, outcome: httpx.Response) -> float | None: ...
+
+    def _retry_delay(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float | None:
+        """The one retry policy of both clients: seconds to wait before trying again.
+
+        A response that is final (not 502/503/504) gives ``None``. Once the retry budget is spent, a
+        retryable response also gives ``None`` (the caller raises its problem) and a connection
+        error is re-raised. The wait is the server's Retry-After if given, else exponential backoff.
+        """
+        exhausted = attempt >= self.retries
+        if isinstance(outcome, httpx.TransportError):
+            if exhausted:
+                raise outcome
+            return min(self.backoff * 2**attempt, self.max_backoff)
+        if outcome.status_code not in RETRY_STATUSES or exhausted:
+            return None
+        retry_after = outcome.headers.get("retry-after", "")
+        if retry_after.replace(".", "", 1).isdigit():
+            return min(float(retry_after), self.max_backoff)
         return min(self.backoff * 2**attempt, self.max_backoff)
 
     def _content(self, call: _Call) -> bytes | None:
@@ -187,9 +205,6 @@ class _Calls:
                 problem = {"title": response.reason_phrase, "detail": response.text[:500]}
             raise ServiceError(response.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
         return call.parse(orjson.loads(response.content))
-
-    def _retryable(self, attempt: int, response: httpx.Response) -> bool:
-        return response.status_code in RETRY_STATUSES and attempt < self.retries
 
 
 class DistillClient(_Calls):
@@ -221,19 +236,18 @@ class DistillClient(_Calls):
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
     def _send(self, call: _Call) -> Any:
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = self._http.request(call.method, call.path, content=self._content(call), headers=self.headers)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(self._delay(attempt, None))
-                continue
-            if self._retryable(attempt, response):
-                time.sleep(self._delay(attempt, response))
-                continue
-            return self._answer(call, response)
-        raise AssertionError("unreachable")
+            except httpx.TransportError as error:
+                time.sleep(self._retry_delay(attempt, error))
+            else:
+                delay = self._retry_delay(attempt, response)
+                if delay is None:
+                    return self._answer(call, response)
+                time.sleep(delay)
+            attempt += 1
 
     def close(self) -> None:
         self._http.close()
@@ -264,19 +278,18 @@ class AsyncDistillClient(_Calls):
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
     async def _send(self, call: _Call) -> Any:
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = await self._http.request(call.method, call.path, content=self._content(call), headers=self.headers)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                await asyncio.sleep(self._delay(attempt, None))
-                continue
-            if self._retryable(attempt, response):
-                await asyncio.sleep(self._delay(attempt, response))
-                continue
-            return self._answer(call, response)
-        raise AssertionError("unreachable")
+            except httpx.TransportError as error:
+                await asyncio.sleep(self._retry_delay(attempt, error))
+            else:
+                delay = self._retry_delay(attempt, response)
+                if delay is None:
+                    return self._answer(call, response)
+                await asyncio.sleep(delay)
+            attempt += 1
 
     async def aclose(self) -> None:
         await self._http.aclose()
