@@ -62,20 +62,25 @@ def cases(rows: int, classes: int, device: torch.device) -> list[Case]:
     ]
 
 
-def seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of one call, with warm-up, synchronising CUDA."""
+def paired_seconds(
+    engine: Callable[[], object], reference: Callable[[], object], repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median wall time of one call of each, alternating the two so that drift on a shared machine
+    (other tenants, torch's spinning worker threads) hits both sides alike; CUDA is synchronised."""
+    samples: dict[Callable[[], object], list[float]] = {engine: [], reference: []}
     for _ in range(3):
-        fn()
-    samples = []
+        engine()
+        reference()
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for fn in (engine, reference):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            samples[fn].append(time.perf_counter() - start)
+    return statistics.median(samples[engine]), statistics.median(samples[reference])
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
@@ -110,8 +115,7 @@ def main() -> None:
     print("{:8} {:>12} {:>10} {:>12} {:>6} {:>11} {:>13} {:>10}".format(*header))
     for rows, classes in ((64, 32000), (8, 1000)):
         for name, engine, reference in cases(rows, classes, device):
-            engine_s = seconds(engine, args.repeats, device)
-            reference_s = seconds(reference, args.repeats, device)
+            engine_s, reference_s = paired_seconds(engine, reference, args.repeats, device)
             engine_mb = peak_bytes(engine, device) / 2**20
             reference_mb = peak_bytes(reference, device) / 2**20
             input_mb = rows * classes * 4 / 2**20

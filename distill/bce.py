@@ -22,9 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distill import native
 from distill.checks import check_logits, check_probs
 from distill.errors import InputError
-from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.kernel import Chunk, ChunkResult, Fused, FusedCall, Kernel
 from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
@@ -95,6 +96,9 @@ def prepare_bce(
             return probs_kernel(teacher_, per_row.get("weight"))
         return logits_kernel(teacher_, temperature_, factor, per_row.get("weight"), per_row.get("pos_weight"))
 
+    def build_fused(per_row: dict[str, Tensor]) -> Fused:
+        return logits_fused(Teacher(kind, per_row["teacher"]), temperature_, factor, per_row.get("weight"), per_row.get("pos_weight"))
+
     dtypes = tuple((name, tensor.dtype) for name, tensor in sorted(data.items()))
     return Prepared(
         loss="bce",
@@ -102,6 +106,7 @@ def prepare_bce(
         student=student,
         data=data,
         build=build,
+        build_fused=build_fused if from_logits else None,
         key=("bce", rows.n_classes, student.dtype, student.device, dtypes, from_logits, kind, temperature_, factor),
         reduction=reduction_,
         normalizer=normalizer,
@@ -177,6 +182,40 @@ def logits_kernel(teacher: Teacher, temperature: float, factor: float, weight: T
         return ChunkResult(row_loss, elements if want_elements else None, grad)
 
     return kernel
+
+
+def _row_operand(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A (rows, C) weight in the layout the compiled kernel reads: rows contiguous, or one shared row."""
+    if tensor is None:
+        return None
+    converted = tensor.to(dtype)
+    if converted.stride(0) == 0:
+        return converted[:1].contiguous().expand_as(converted)
+    return converted.contiguous()
+
+
+def logits_fused(teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, pos_weight: Tensor | None) -> Fused:
+    """The compiled BCE-with-logits kernel: one pass, softplus(−x) = max(−x, 0) + log1p(e^−|x|)."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = native.operand(teacher.flat, dtype)
+        assert teacher_rows is not None
+        return native.bce(
+            call.student,
+            teacher_rows,
+            teacher.kind,
+            call.kept,
+            temperature,
+            factor,
+            _row_operand(weight, dtype),
+            _row_operand(pos_weight, dtype),
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
 
 
 def probs_kernel(teacher: Teacher, weight: Tensor | None) -> Kernel:

@@ -13,8 +13,16 @@ import math
 import torch
 from torch import Tensor
 
+from distill import native
 from distill.errors import InputError
 from distill.rows import Rows, unravel
+
+
+def _extrema(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Row maxima and minima, NaN for rows holding a NaN (one native pass where supported)."""
+    if native.supports(flat):
+        return native.row_extrema(flat)
+    return flat.amax(dim=-1), flat.amin(dim=-1)
 
 
 def _kept(rows: Rows, per_row: Tensor) -> Tensor:
@@ -38,8 +46,10 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
     kernels' concern: it shows up there as an infinite row loss). Returns the row maxima of all
     rows, shape (n_rows,), which softmax kernels reuse.
     """
-    row_max = flat.amax(dim=-1)
+    row_max, row_min = _extrema(flat)
     high = _kept(rows, row_max)
+    if bool(torch.isfinite(high).all()) and (allow_neg_inf or bool(torch.isfinite(_kept(rows, row_min)).all())):
+        return row_max
     if bool(torch.isnan(high).any()):
         _raise_first(name, "must not be NaN", rows, torch.isnan(flat))
     if bool((high == math.inf).any()):
@@ -50,20 +60,20 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
         row = int((high == -math.inf).nonzero()[0, 0])
         flat_row = row if rows.kept is None else int(rows.kept[row])
         raise InputError(name, "row has no finite value (every class is -inf)", unravel(flat_row, rows.lead_shape))
-    if not allow_neg_inf and bool((_kept(rows, flat.amin(dim=-1)) == -math.inf).any()):
+    if not allow_neg_inf and bool((_kept(rows, row_min) == -math.inf).any()):
         _raise_first(name, "must be finite, got -inf", rows, flat == -math.inf)
     return row_max
 
 
 def check_probs(flat: Tensor, name: str, rows: Rows) -> None:
     """Probabilities must lie in [0, 1] (NaN fails the comparison and is reported too)."""
-    low, high = _kept(rows, flat.amin(dim=-1)), _kept(rows, flat.amax(dim=-1))
+    high, low = (_kept(rows, extreme) for extreme in _extrema(flat))
     if not bool(((low >= 0) & (high <= 1)).all()):
         _raise_first(name, "must be a probability in [0, 1]", rows, ~((flat >= 0) & (flat <= 1)))
 
 
 def check_log_probs(flat: Tensor, name: str, rows: Rows) -> None:
     """Log-probabilities must be <= 0 and not NaN (-inf is probability 0 and allowed)."""
-    high = _kept(rows, flat.amax(dim=-1))
+    high = _kept(rows, _extrema(flat)[0])
     if not bool((high <= 0).all()):
         _raise_first(name, "must be a log-probability <= 0 and not NaN", rows, ~(flat <= 0))

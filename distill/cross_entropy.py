@@ -30,9 +30,10 @@ import math
 import torch
 from torch import Tensor
 
+from distill import native
 from distill.checks import check_logits
 from distill.errors import InputError
-from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.kernel import Chunk, ChunkResult, Fused, FusedCall, Kernel
 from distill.prepared import Prepared, computing, tensor_key
 from distill.reduction import check_reduction, grad_scale
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
@@ -93,10 +94,14 @@ def prepare_cross_entropy(
         def build_hard(layout: Rows, data: dict[str, Tensor]) -> Kernel:
             return hard_kernel(layout, data["labels"], class_weight, ignore_index, epsilon)
 
+        def build_hard_fused(data: dict[str, Tensor]) -> Fused:
+            return hard_fused(data["labels"], data["row_max"], class_weight, ignore_index, epsilon)
+
         return Prepared(
             loss="cross_entropy",
             data={"labels": labels_flat, "row_max": row_max},
             build=build_hard,
+            build_fused=build_hard_fused,
             key=("cross_entropy", "labels", rows.n_classes, student.dtype, student.device, ignore_index, epsilon, tensor_key(class_weight)),
             normalizer=normalizer,
             grad_scale=grad_scale(1.0, normalizer),
@@ -122,10 +127,14 @@ def prepare_cross_entropy(
     def build_soft(layout: Rows, data: dict[str, Tensor]) -> Kernel:
         return soft_kernel(layout, Teacher(kind, data["teacher"]), temperature_, factor, class_weight, epsilon)
 
+    def build_soft_fused(data: dict[str, Tensor]) -> Fused:
+        return soft_fused(Teacher(kind, data["teacher"]), data["row_max"], temperature_, factor, class_weight, epsilon)
+
     return Prepared(
         loss="cross_entropy",
         data={"teacher": teacher.flat, "row_max": row_max},
         build=build_soft,
+        build_fused=build_soft_fused,
         key=(
             "cross_entropy",
             kind,
@@ -171,6 +180,8 @@ def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:
     if tuple(labels.shape) != rows.lead_shape:
         raise InputError("labels", f"shape {tuple(labels.shape)} must equal the student's leading shape {rows.lead_shape}")
     flat = labels.reshape(rows.n_rows).to(torch.int64)
+    if bool(((flat >= 0) & (flat < rows.n_classes)).all()):
+        return flat
     bad = ((flat < 0) | (flat >= rows.n_classes)) & (flat != ignore_index)
     if rows.kept is not None:
         keep = torch.zeros(rows.n_rows, dtype=torch.bool, device=bad.device)
@@ -237,6 +248,27 @@ def hard_kernel(rows: Rows, labels: Tensor, weight: Tensor | None, ignore_index:
     return kernel
 
 
+def hard_fused(labels: Tensor, row_max: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Fused:
+    """The compiled hard-label kernel: one exponential pass per row, the same formulas."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        return native.ce_hard(
+            call.student,
+            call.kept,
+            native.operand(row_max, dtype),
+            labels.contiguous(),
+            ignore_index,
+            native.operand(weight, dtype),
+            epsilon,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
+
+
 def _smooth_terms(chunk: Chunk, rows: Rows, s: Tensor, lse: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
     """−Σ_c w_c · log q_c per row (0 on ignored rows), rejecting smoothing mass on -inf classes."""
     dot, total_weight = (s.sum(dim=-1), float(s.shape[1])) if w is None else (torch.mv(s, w), float(w.sum()))
@@ -295,6 +327,32 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel
+
+
+def soft_fused(teacher: Teacher, row_max: Tensor, temperature: float, factor: float, weight: Tensor | None, epsilon: float) -> Fused:
+    """The compiled soft-target kernel: student and teacher exponentials in one pass per row."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = native.operand(teacher.flat, dtype)
+        assert teacher_rows is not None
+        return native.soft(
+            call.student,
+            teacher_rows,
+            teacher.kind,
+            native.LOSS_CE,
+            call.kept,
+            native.operand(row_max, dtype),
+            temperature,
+            factor,
+            native.operand(weight, dtype),
+            epsilon,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
 
 
 cross_entropy = computing(

@@ -6,6 +6,12 @@ masked rows, the output buffers, writing gradients straight into the caller-visi
 layout allows it, and per-row gradient scales. Per-row scales are what let one call compute many
 requests at once (each request's rows carry its own normaliser) while every request gets exactly
 its solo answer.
+
+A loss may also offer a *fused* kernel (:mod:`distill.native`) that computes every kept row in one
+compiled call. The driver prefers it where it applies (CPU, float32/float64, no element-wise output
+for element-wise losses) and falls back to the chunked torch kernel when it declines or a row loss
+comes out non-finite: the torch kernel then raises the precise error (a -inf student class where the
+target has mass) or applies the documented 0·log 0 conventions.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from distill import native
 from distill.rows import Rows, RowSelection, compute_dtype, put, take
 
 
@@ -55,6 +62,29 @@ Kernel = Callable[[Chunk, bool, bool], ChunkResult]
 
 
 @dataclass(frozen=True)
+class FusedCall:
+    """What a fused kernel computes in one call: every kept row.
+
+    Attributes:
+        student: the student as (n_rows, C), contiguous, in the compute dtype.
+        kept: int64 indices of the kept rows, or ``None`` when every row is kept.
+        grad_scale: a float, or a contiguous (n_kept,) tensor of per-row scales.
+        grad: the (n_rows, C) gradient to write (kept rows only), or ``None``.
+        row_loss: the (n_kept,) per-row losses to write.
+    """
+
+    student: Tensor
+    kept: Tensor | None
+    grad_scale: float | Tensor
+    grad: Tensor | None
+    row_loss: Tensor
+
+
+#: Returns whether it computed the call (False: use the chunked kernel).
+Fused = Callable[[FusedCall], bool]
+
+
+@dataclass(frozen=True)
 class KernelOutput:
     """Per-kept-row losses plus the full-size element losses and gradient, when asked for."""
 
@@ -73,6 +103,7 @@ def run_kernel(
     want_elements: bool,
     elements_per_row: bool = False,
     row_max: Tensor | None = None,
+    fused: Fused | None = None,
 ) -> KernelOutput:
     """Run ``kernel`` over the kept rows in chunks and assemble the outputs.
 
@@ -85,6 +116,7 @@ def run_kernel(
         want_elements: collect element losses into a full (n_rows, C) tensor (or (n_rows,) with
             ``elements_per_row``), zero on dropped rows.
         row_max: optional (n_rows,) maxima of the student rows, handed to the kernel per chunk.
+        fused: the loss's fused kernel, tried first where it applies.
     """
     dtype = compute_dtype(student_flat.dtype)
     device = student_flat.device
@@ -94,6 +126,12 @@ def run_kernel(
     element_shape = (rows.n_rows,) if elements_per_row else (rows.n_rows, rows.n_classes)
     elements = alloc(element_shape, dtype=dtype, device=device) if want_elements else None
     row_loss = torch.empty(rows.n_kept, dtype=dtype, device=device)
+    if fused is not None and (elements_per_row or not want_elements) and native.supports(student_flat):
+        scale = grad_scale if isinstance(grad_scale, float) else grad_scale.contiguous()
+        if fused(FusedCall(student_flat, rows.kept, scale, grad, row_loss)) and bool(torch.isfinite(row_loss).all()):
+            if elements is not None:
+                put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)
+            return KernelOutput(row_loss, elements, grad)
     write_in_place = grad is not None and not masked and grad.dtype == dtype
     position = 0
     for selection in rows.chunks():

@@ -27,8 +27,9 @@ import math
 import torch
 from torch import Tensor
 
+from distill import native
 from distill.checks import check_logits
-from distill.kernel import Chunk, ChunkResult, Kernel
+from distill.kernel import Chunk, ChunkResult, Fused, FusedCall, Kernel
 from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows import Rows, check_temperature, make_rows, raise_at, take
@@ -81,12 +82,16 @@ def prepare_kl_div(
     def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
         return kl_kernel(layout, Teacher(kind, data["teacher"]), temperature, factor)
 
+    def build_fused(data: dict[str, Tensor]) -> Fused:
+        return kl_fused(Teacher(kind, data["teacher"]), data["row_max"], temperature, factor)
+
     return Prepared(
         loss="kl_div",
         rows=rows,
         student=student,
         data={"teacher": teacher.flat, "row_max": row_max},
         build=build,
+        build_fused=build_fused,
         key=("kl_div", rows.n_classes, student.dtype, student.device, kind, teacher.flat.dtype, temperature, factor),
         reduction=reduction_,
         normalizer=normalizer,
@@ -134,6 +139,36 @@ def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -
         return ChunkResult(row_loss, elements if want_elements else None, grad)
 
     return kernel
+
+
+def kl_fused(teacher: Teacher, row_max: Tensor, temperature: float, factor: float) -> Fused:
+    """The compiled KL kernel: student and teacher exponentials in one pass per row.
+
+    It sums Σ p · (log p − s/T) per row and adds the student's log-sum-exp times Σ p, the same
+    quantity as the element-wise form above; element-wise (``none``) output stays on torch ops.
+    """
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = native.operand(teacher.flat, dtype)
+        assert teacher_rows is not None
+        return native.soft(
+            call.student,
+            teacher_rows,
+            teacher.kind,
+            native.LOSS_KL,
+            call.kept,
+            native.operand(row_max, dtype),
+            temperature,
+            factor,
+            None,
+            0.0,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
 
 
 def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tensor, p: Tensor, z: Tensor) -> Tensor:

@@ -19,12 +19,13 @@ from typing import ParamSpec
 import torch
 from torch import Tensor
 
-from distill.kernel import Kernel, run_kernel
+from distill.kernel import Fused, Kernel, run_kernel
 from distill.reduction import finish
 from distill.result import LossResult, Reduction
 from distill.rows import Rows
 
 KernelBuilder = Callable[[Rows, dict[str, Tensor]], Kernel]
+FusedBuilder = Callable[[dict[str, Tensor]], Fused]
 P = ParamSpec("P")
 
 
@@ -38,6 +39,7 @@ class Prepared:
         student: the student as (n_rows, C) in its original dtype.
         data: per-row tensors aligned with ``student``'s rows (``teacher``, ``labels``, ``row_max``, …).
         build: makes the kernel for a row layout and per-row data (options are closed over).
+        build_fused: makes the fused kernel for per-row data, when the loss has one.
         key: requests with equal keys can be computed in one kernel call.
         reduction, normalizer: how the loss is reduced; ``loss = loss_sum / normalizer``.
         grad_scale: the factor each kept row's gradient is multiplied by (T² / (T · normalizer) …).
@@ -56,6 +58,11 @@ class Prepared:
     grad_scale: float
     compute_grad: bool
     per_row: bool = False
+    build_fused: FusedBuilder | None = None
+
+    def fused(self, data: dict[str, Tensor]) -> Fused | None:
+        """The fused kernel for ``data`` (this request's per-row data, or a group's), if any."""
+        return None if self.build_fused is None else self.build_fused(data)
 
 
 def run(prepared: Prepared) -> LossResult:
@@ -69,6 +76,7 @@ def run(prepared: Prepared) -> LossResult:
         want_elements=prepared.reduction == "none",
         elements_per_row=prepared.per_row,
         row_max=prepared.data.get("row_max"),
+        fused=prepared.fused(prepared.data),
     )
     return finish(out, prepared.rows, prepared.reduction, prepared.normalizer, per_row=prepared.per_row)
 

@@ -1,0 +1,23 @@
+"""Every engine test runs twice: on the compiled kernels (distill.native) and on torch ops.
+
+The two backends must give the same answers to the same tolerances, so the parity suite is the test
+of both. The ``native`` run is skipped where the kernels were not built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from distill import native
+
+
+@pytest.fixture(scope="module", params=["native", "torch"], autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Select the backend through ``DISTILL_NATIVE`` (read on every call)."""
+    if request.param == "native" and not native.available():
+        pytest.skip("the compiled kernels are not built")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILL_NATIVE", "1" if request.param == "native" else "0")
+        yield request.param
