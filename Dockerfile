@@ -12,8 +12,14 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# g++ builds the fused CPU kernels into the wheel (the runtime image needs no compiler). Debian's
+# g++ is whatever the base image's release ships; pinning it would break on every point release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY distill ./distill
 COPY service ./service
 RUN python3 -m venv /opt/build \

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 import distill
+from distill import native
 from service.auth import require_api_key
 from service.body import read_body
 from service.dispatch import LossName
@@ -66,6 +67,7 @@ class Info(BaseModel):
     version: str
     torch: str
     device: str
+    kernels: str = Field(description="CPU kernels in use: avx2 or baseline (compiled), or torch (eager ops)")
     dtypes: list[str]
     losses: list[str]
     max_body_bytes: int
@@ -83,6 +85,7 @@ async def info(request: Request) -> Info:
         version=distill.__version__,
         torch=torch.__version__,
         device=str(runtime.device),
+        kernels=native.instruction_set() if native.enabled() else "torch",
         dtypes=list(FLOAT_DTYPES),
         losses=[loss for loss, _, _ in _LOSSES],
         max_body_bytes=runtime.settings.max_body_bytes,
