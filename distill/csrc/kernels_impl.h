@@ -181,7 +181,23 @@ static void ce_hard_rows(const HardArgs& a, int64_t begin, int64_t end) {
         T* g = Grad ? static_cast<T*>(a.grad) + r * n : nullptr;
         const T m = a.row_max ? static_cast<const T*>(a.row_max)[r] : row_max(s, n);
         V sum = P::splat(0), dot = P::splat(0);
-        for (int64_t c = 0; c < n; c += P::width) {
+        int64_t c = 0;
+        if (!Smooth) {
+            // Two independent packs per step: the exp polynomial is a long dependency chain.
+            V sum2 = P::splat(0);
+            for (; c + 2 * P::width <= n; c += 2 * P::width) {
+                const V e0 = P::exp(P::load(s + c, P::width, 0) - m);
+                const V e1 = P::exp(P::load(s + c + P::width, P::width, 0) - m);
+                if (Grad) {
+                    P::store(g + c, e0, P::width);
+                    P::store(g + c + P::width, e1, P::width);
+                }
+                sum += e0;
+                sum2 += e1;
+            }
+            sum += sum2;
+        }
+        for (; c < n; c += P::width) {
             const int64_t k = n - c < P::width ? n - c : P::width;
             const V x = P::load(s + c, k, 0);
             const V e = P::keep(P::exp(x - m), k);
