@@ -37,7 +37,7 @@ from distill.kernel import Chunk, ChunkResult, Fused, FusedCall, Kernel
 from distill.prepared import Prepared, computing, tensor_key
 from distill.reduction import check_reduction, grad_scale
 from distill.rows import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
-from distill.softmax import softmax_and_lse
+from distill.softmax import softmax_and_lse, softmax_fused
 from distill.teacher import Teacher, distribution, resolve_teacher
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -128,7 +128,7 @@ def prepare_cross_entropy(
         return soft_kernel(layout, Teacher(kind, data["teacher"]), temperature_, factor, class_weight, epsilon)
 
     def build_soft_fused(data: dict[str, Tensor]) -> Fused:
-        return soft_fused(Teacher(kind, data["teacher"]), data["row_max"], temperature_, factor, class_weight, epsilon)
+        return softmax_fused(Teacher(kind, data["teacher"]), data["row_max"], native.LOSS_CE, temperature_, factor, class_weight, epsilon)
 
     return Prepared(
         loss="cross_entropy",
@@ -327,32 +327,6 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel
-
-
-def soft_fused(teacher: Teacher, row_max: Tensor, temperature: float, factor: float, weight: Tensor | None, epsilon: float) -> Fused:
-    """The compiled soft-target kernel: student and teacher exponentials in one pass per row."""
-
-    def fused(call: FusedCall) -> bool:
-        dtype = call.student.dtype
-        teacher_rows = native.operand(teacher.flat, dtype)
-        assert teacher_rows is not None
-        return native.soft(
-            call.student,
-            teacher_rows,
-            teacher.kind,
-            native.LOSS_CE,
-            call.kept,
-            native.operand(row_max, dtype),
-            temperature,
-            factor,
-            native.operand(weight, dtype),
-            epsilon,
-            call.grad_scale,
-            call.grad,
-            call.row_loss,
-        )
-
-    return fused
 
 
 cross_entropy = computing(

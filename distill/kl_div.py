@@ -29,11 +29,11 @@ from torch import Tensor
 
 from distill import native
 from distill.checks import check_logits
-from distill.kernel import Chunk, ChunkResult, Fused, FusedCall, Kernel
+from distill.kernel import Chunk, ChunkResult, Fused, Kernel
 from distill.prepared import Prepared, computing
 from distill.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows import Rows, check_temperature, make_rows, raise_at, take
-from distill.softmax import softmax_and_lse
+from distill.softmax import softmax_and_lse, softmax_fused
 from distill.teacher import Teacher, resolve_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
@@ -83,7 +83,7 @@ def prepare_kl_div(
         return kl_kernel(layout, Teacher(kind, data["teacher"]), temperature, factor)
 
     def build_fused(data: dict[str, Tensor]) -> Fused:
-        return kl_fused(Teacher(kind, data["teacher"]), data["row_max"], temperature, factor)
+        return softmax_fused(Teacher(kind, data["teacher"]), data["row_max"], native.LOSS_KL, temperature, factor, None, 0.0)
 
     return Prepared(
         loss="kl_div",
@@ -139,36 +139,6 @@ def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -
         return ChunkResult(row_loss, elements if want_elements else None, grad)
 
     return kernel
-
-
-def kl_fused(teacher: Teacher, row_max: Tensor, temperature: float, factor: float) -> Fused:
-    """The compiled KL kernel: student and teacher exponentials in one pass per row.
-
-    It sums Σ p · (log p − s/T) per row and adds the student's log-sum-exp times Σ p, the same
-    quantity as the element-wise form above; element-wise (``none``) output stays on torch ops.
-    """
-
-    def fused(call: FusedCall) -> bool:
-        dtype = call.student.dtype
-        teacher_rows = native.operand(teacher.flat, dtype)
-        assert teacher_rows is not None
-        return native.soft(
-            call.student,
-            teacher_rows,
-            teacher.kind,
-            native.LOSS_KL,
-            call.kept,
-            native.operand(row_max, dtype),
-            temperature,
-            factor,
-            None,
-            0.0,
-            call.grad_scale,
-            call.grad,
-            call.row_loss,
-        )
-
-    return fused
 
 
 def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tensor, p: Tensor, z: Tensor) -> Tensor:

@@ -14,6 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distill import native
+from distill.kernel import Fused, FusedCall
+from distill.teacher import Teacher
+
 
 def softmax_and_lse(z: Tensor, z_max: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Row-wise softmax of a (rows, C) tensor and its log-sum-exp, shape (rows,).
@@ -27,3 +31,32 @@ def softmax_and_lse(z: Tensor, z_max: Tensor, out: Tensor | None = None) -> tupl
     q = torch.softmax(z, dim=-1) if out is None else torch._softmax(z, -1, False, out=out)
     lse = q.amax(dim=-1).log_().neg_().add_(z_max)
     return q, lse
+
+
+def softmax_fused(
+    teacher: Teacher, row_max: Tensor, loss: int, temperature: float, factor: float, weight: Tensor | None, epsilon: float
+) -> Fused:
+    """The compiled soft-target kernel (``native.LOSS_KL`` or ``native.LOSS_CE``): student and teacher
+    exponentials in one pass per row; element-wise (``none``) output stays on torch ops."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = native.operand(teacher.flat, dtype)
+        assert teacher_rows is not None
+        return native.soft(
+            call.student,
+            teacher_rows,
+            teacher.kind,
+            loss,
+            call.kept,
+            native.operand(row_max, dtype),
+            temperature,
+            factor,
+            native.operand(weight, dtype),
+            epsilon,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
