@@ -1,9 +1,11 @@
-"""Reading request bodies: a size limit enforced while streaming, and JSON parsing with simdjson.
+"""Reading request bodies: a size limit enforced while streaming, and JSON parsing.
 
 The limit is checked against ``Content-Length`` before anything is read and again as chunks arrive,
-so an oversized body is refused (413) without buffering it. Parsing keeps numeric arrays lazy (see
-:mod:`service.tensors`): objects become dicts, arrays of objects (``terms``) become lists, and every
-other array stays a simdjson array for the tensor decoder.
+so an oversized body is refused (413) without buffering it. Parsing first cuts the tensors out of the
+body with the compiled codec (:mod:`service.json_native`; their numbers are read later, straight into
+buffers), then parses the rest with simdjson: objects become dicts, arrays of objects (``terms``)
+become lists, the cut-out tensors come back in their placeholders' places, and any other array stays
+a lazy simdjson array for the tensor decoder (:mod:`service.tensors`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import simdjson
 from starlette.requests import Request
 
+from service import json_native
 from service.problems import ProblemError
 
 
@@ -59,18 +62,28 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body; a body that is not valid JSON or not an object is a 400."""
     if not body.strip():
         raise ProblemError(400, "malformed-json", "Malformed JSON", "the request body is empty; send a JSON object")
+    extracted = json_native.extract(body)
     try:
-        document = _parse(body)
+        document = _parse(extracted.envelope if extracted else body)
     except ValueError as error:
         raise ProblemError(400, "malformed-json", "Malformed JSON", f"the body is not valid JSON: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise ProblemError(400, "not-an-object", "Body is not a JSON object", "the request body must be a JSON object")
-    return _convert(document)
+    return _convert(document, extracted.values if extracted else {})
 
 
-def _convert(value: Any) -> Any:
+def _convert(value: Any, extracted: dict[str, Any]) -> Any:
     if isinstance(value, simdjson.Object):
-        return {key: _convert(value[key]) for key in value.keys()}  # noqa: SIM118 - simdjson objects are not mappings
+        keys = list(value.keys())
+        if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them
+            return {key: _convert(item, extracted) for key, item in value.items()}
+        return {key: _convert(value[key], extracted) for key in keys}
     if isinstance(value, simdjson.Array) and len(value) and isinstance(value[0], simdjson.Object):
-        return [_convert(item) for item in value]
+        return [_convert(item, extracted) for item in value]
+    if isinstance(value, dict):
+        return {key: _convert(item, extracted) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_convert(item, extracted) for item in value]
+    if isinstance(value, str):
+        return extracted.get(value, value)
     return value

@@ -6,9 +6,12 @@ Two encodings, chosen per tensor by the client:
   float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
 * ``{"dtype": ..., "shape": [...], "data": "<base64>"}``, little-endian, row-major.
 
-JSON arrays arrive as lazy simdjson arrays: their numbers are copied straight into a buffer in C
-(strictly: strings, booleans and null are rejected) and the nesting is checked with one length test
-per inner array, never one Python object per number. Responses encode tensors the same two ways.
+Tensors arrive from :mod:`service.body` already cut out of the body by the compiled codec
+(:class:`~service.json_native.NumberArray`, numbers already parsed, copied out as the field's kind
+needs; base64 ``data`` as a :class:`~service.json_native.PlainString`), or, when the codec is off
+or did not take them, as lazy simdjson arrays: their numbers are copied into a buffer in C (strictly:
+strings, booleans and null are rejected) and the nesting is checked with one length test per inner
+array. Never one Python object per number. Responses encode tensors the same two ways.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from service.json_native import InexactInteger, NumberArray, PlainString
 from service.problems import ProblemError
 
 Encoding = Literal["json", "base64"]
@@ -86,6 +90,8 @@ def _too_large(field: str, elements: int, limit: int) -> ProblemError:
 
 def decode(value: Any, kind: Kind, field: str, max_elements: int) -> WireTensor:
     """Decode one tensor field from its parsed JSON value."""
+    if isinstance(value, NumberArray):
+        return WireTensor(_decode_numbers(value, kind, field, max_elements), "json")
     if isinstance(value, simdjson.Array):
         return WireTensor(_decode_nested(value, kind, field, max_elements), "json")
     if isinstance(value, dict):
@@ -144,6 +150,21 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
     return torch.from_numpy(values.copy()).reshape(shape)
 
 
+def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    elements = math.prod(array.shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if kind is Kind.MASK:
+        raise _bad("must hold only true/false")
+    if kind is Kind.INDEX and not array.integral:
+        raise _bad("must hold only integers (no strings, booleans, null or objects)")
+    try:
+        values = array.floats() if kind is Kind.FLOAT else array.integers()
+    except InexactInteger as error:
+        raise _bad(f"holds {error}") from None
+    return torch.from_numpy(values)
+
+
 def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
     unknown = sorted(set(value) - {"dtype", "shape", "data"})
     if unknown or not {"dtype", "shape", "data"} <= set(value):
@@ -151,14 +172,19 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     dtype_name, shape_value, data = value["dtype"], value["shape"], value["data"]
     if dtype_name not in kind.dtypes:
         raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {dtype_name!r}")
-    shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
+    if isinstance(shape_value, NumberArray):
+        shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
+    else:
+        shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
     if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
         raise _bad("shape must be a list of non-negative integers")
     shape = tuple(shape_list)
     elements = math.prod(shape)
     if elements > max_elements:
         raise _too_large(field, elements, max_elements)
-    if not isinstance(data, str):
+    if isinstance(data, PlainString):
+        data = data.content()
+    elif not isinstance(data, str):
         raise _bad("data must be a base64 string")
     try:
         raw = pybase64.b64decode_as_bytearray(data, validate=True)
