@@ -31,7 +31,7 @@ import numpy as np
 MAX_DIMS = 32
 MAX_SPANS = 256
 MIN_STRING = 256
-_FLOAT64_OUT, _INT64_OUT = 0, 1
+_FLOAT64_OUT, _INT64_OUT, _FLOAT32_OUT = 0, 1, 2
 
 
 class JsonSpan(ctypes.Structure):
@@ -105,9 +105,9 @@ class NumberArray:
     shape: tuple[int, ...]
     integral: bool
 
-    def floats(self) -> np.ndarray:
-        """The numbers as float64, shaped."""
-        return self._copy(np.float64, _FLOAT64_OUT)
+    def floats(self, single: bool = False) -> np.ndarray:
+        """The numbers as float64, shaped; as float32 with ``single`` (each float64 value rounded)."""
+        return self._copy(np.float32, _FLOAT32_OUT) if single else self._copy(np.float64, _FLOAT64_OUT)
 
     def integers(self) -> np.ndarray:
         """The numbers as int64 (only for an integral array); :class:`InexactInteger` from magnitude 2^53 on."""

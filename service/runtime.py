@@ -68,7 +68,8 @@ class Runtime:
     def prepare(self, loss: LossName, body: bytes) -> tuple[EngineCall, Work]:
         """Parse and validate a body into engine work (blocking)."""
         data = parse_json_object(body)
-        request = REQUESTS[loss].model_validate(data, context={"max_elements": self.settings.max_tensor_elements})
+        context = {"max_elements": self.settings.max_tensor_elements, "json_dtype": data.get("dtype", "float32")}
+        request = REQUESTS[loss].model_validate(data, context=context)
         call = build_call(loss, request, self.device)
         return call, call.prepare()
 

@@ -28,8 +28,9 @@ def _validator(kind: Kind) -> PlainValidator:
     def validate(value: Any, info: ValidationInfo) -> WireTensor:
         if isinstance(value, WireTensor):
             return value
-        limit = (info.context or {}).get("max_elements", DEFAULT_MAX_ELEMENTS)
-        return decode(value, kind, info.field_name or "tensor", limit)
+        context = info.context or {}
+        limit = context.get("max_elements", DEFAULT_MAX_ELEMENTS)
+        return decode(value, kind, info.field_name or "tensor", limit, single=context.get("json_dtype") == "float32")
 
     schema_type = {Kind.FLOAT: NestedNumbers, Kind.INDEX: NestedIntegers | int, Kind.MASK: NestedBooleans | bool}[kind]
     return PlainValidator(validate, json_schema_input_type=schema_type | BinaryTensor)

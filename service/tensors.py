@@ -88,10 +88,14 @@ def _too_large(field: str, elements: int, limit: int) -> ProblemError:
     )
 
 
-def decode(value: Any, kind: Kind, field: str, max_elements: int) -> WireTensor:
-    """Decode one tensor field from its parsed JSON value."""
+def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False) -> WireTensor:
+    """Decode one tensor field from its parsed JSON value.
+
+    JSON floats are float64 unless ``single`` (the request computes in float32) lets the reader
+    round them to float32 as it copies them out, the same values a later cast would give.
+    """
     if isinstance(value, NumberArray):
-        return WireTensor(_decode_numbers(value, kind, field, max_elements), "json")
+        return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json")
     if isinstance(value, simdjson.Array):
         return WireTensor(_decode_nested(value, kind, field, max_elements), "json")
     if isinstance(value, dict):
@@ -150,7 +154,7 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
     return torch.from_numpy(values.copy()).reshape(shape)
 
 
-def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
     elements = math.prod(array.shape)
     if elements > max_elements:
         raise _too_large(field, elements, max_elements)
@@ -159,7 +163,7 @@ def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: in
     if kind is Kind.INDEX and not array.integral:
         raise _bad("must hold only integers (no strings, booleans, null or objects)")
     try:
-        values = array.floats() if kind is Kind.FLOAT else array.integers()
+        values = array.floats(single) if kind is Kind.FLOAT else array.integers()
     except InexactInteger as error:
         raise _bad(f"holds {error}") from None
     return torch.from_numpy(values)

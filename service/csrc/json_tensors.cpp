@@ -43,6 +43,7 @@ constexpr int kSpanArray = 0;
 constexpr int kSpanString = 1;
 constexpr int kOutFloat64 = 0;
 constexpr int kOutInt64 = 1;
+constexpr int kOutFloat32 = 2;
 constexpr double kExactInteger = 9007199254740992.0;  // 2^53
 
 }  // namespace
@@ -78,6 +79,31 @@ inline const char* skip_space(const char* p) {
     return p;
 }
 
+inline uint64_t load8(const char* p) {
+    uint64_t value;
+    std::memcpy(&value, p, sizeof(value));
+    return value;
+}
+
+// Past the leading run of plain characters, 8 bytes at a time (SWAR tests for a byte below 0x20,
+// above 0x7e, '"' or '\\'); it stops at the 8-byte word holding the first other byte.
+inline const char* skip_plain(const char* p, const char* end) {
+    constexpr uint64_t ones = 0x0101010101010101;
+    constexpr uint64_t highs = 0x8080808080808080;
+    while (end - p >= 8) {
+        const uint64_t v = load8(p);
+        const uint64_t below_space = (v - ones * 0x20) & ~v;
+        const uint64_t above_tilde = (v + ones * (0x7f - 0x7e)) | v;
+        const uint64_t quote = v ^ (ones * '"');
+        const uint64_t backslash = v ^ (ones * '\\');
+        const uint64_t is_quote = (quote - ones) & ~quote;
+        const uint64_t is_backslash = (backslash - ones) & ~backslash;
+        if ((below_space | above_tilde | is_quote | is_backslash) & highs) break;
+        p += 8;
+    }
+    return p;
+}
+
 constexpr double kPowersOf10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
@@ -92,12 +118,6 @@ bool parse_slow(const char* p, const char* stop, double& out) {
     if (std::isinf(value)) return false;
     out = value;
     return true;
-}
-
-inline uint64_t load8(const char* p) {
-    uint64_t value;
-    std::memcpy(&value, p, sizeof(value));
-    return value;
 }
 
 // Whether 8 bytes (little-endian) are all ASCII digits, and their value: the SWAR steps of
@@ -213,57 +233,65 @@ const char* parse_numeric_array(const char* p, const char* end, JsonSpan& span, 
         values.resize(first);
         return nullptr;
     };
+    const auto close = [&](int level, int64_t length) {
+        int64_t& expected = span.shape[level];
+        if (expected < 0) expected = length;
+        return expected == length;
+    };
     int ndim = 0;
     while (*p == '[') {
         if (++ndim > kMaxDims) return fail();
         p = skip_space(p + 1);
     }
-    int64_t counts[kMaxDims];
-    for (int d = 0; d < ndim; ++d) {
-        counts[d] = 0;
-        span.shape[d] = -1;
+    int64_t counts[kMaxDims];  // children completed so far by the open array at each outer level
+    for (int level = 0; level < ndim; ++level) {
+        span.shape[level] = -1;
+        counts[level] = 0;
     }
     bool integral = true;
-    int depth = ndim;
-    bool expect_value = true;
     while (true) {
-        if (expect_value) {
-            if (depth < ndim) {
-                if (*p != '[') return fail();
-                counts[depth++] = 0;
-                p = skip_space(p + 1);
-                continue;
-            }
+        // An innermost array (level ndim - 1): numbers separated by commas, up to its ']'.
+        int64_t length = 0;
+        while (true) {
             double value;
             p = parse_number(p, end, integral, value);
             if (p == nullptr) return fail();
             values.push_back(value);
-            ++counts[depth - 1];
-            expect_value = false;
-        }
-        p = skip_space(p);
-        if (*p == ',') {
+            ++length;
+            if (*p != ',') {
+                p = skip_space(p);
+                if (*p != ',') break;
+            }
             p = skip_space(p + 1);
-            expect_value = true;
-            continue;
         }
-        if (*p != ']') return fail();
+        if (*p != ']' || !close(ndim - 1, length)) return fail();
         ++p;
-        const int64_t length = counts[depth - 1];
-        if (span.shape[depth - 1] < 0) {
-            span.shape[depth - 1] = length;
-        } else if (span.shape[depth - 1] != length) {
-            return fail();
+        // Close the outer arrays that end here, up to the comma before a next sibling.
+        int level = ndim - 2;
+        while (true) {
+            if (level < 0) {
+                span.kind = kSpanArray;
+                span.integral = integral ? 1 : 0;
+                span.ndim = ndim;
+                span.count = static_cast<int64_t>(values.size() - first);
+                span.offset = static_cast<int64_t>(first);
+                return p;
+            }
+            ++counts[level];
+            p = skip_space(p);
+            if (*p == ',') break;
+            if (*p != ']' || !close(level, counts[level])) return fail();
+            ++p;
+            --level;
         }
-        if (--depth == 0) break;
-        ++counts[depth - 1];
+        // The sibling after the comma: open it and its first descendants down to the innermost.
+        p = skip_space(p + 1);
+        for (int opened = level + 1; opened < ndim; ++opened) {
+            if (*p != '[') return fail();
+            counts[opened] = 0;
+            p = skip_space(p + 1);
+        }
     }
-    span.kind = kSpanArray;
-    span.integral = integral ? 1 : 0;
-    span.ndim = ndim;
-    span.count = static_cast<int64_t>(values.size() - first);
-    span.offset = static_cast<int64_t>(first);
-    return p;
 }
 
 // Walks a document, extracting spans from object members; a failure only means "not followed".
@@ -380,7 +408,7 @@ class Extractor {
 
     // A long string of plain printable ASCII (no escapes): extracted whole.
     bool plain_string(const char*& p) {
-        const char* q = p + 1;
+        const char* q = skip_plain(p + 1, end_);
         while (q < end_ && is_plain(*q)) ++q;
         if (q >= end_ || *q != '"' || q - (p + 1) < min_string_) return false;
         JsonSpan& span = spans_[count_];
@@ -433,12 +461,18 @@ JsonDocument* distill_json_extract(const char* body, int64_t size, int64_t min_s
 
 void distill_json_free(JsonDocument* document) { delete document; }
 
-// The numbers of an extracted array, in order, as float64 or (integral arrays) int64. 0 on
+// The numbers of an extracted array, in order, as float64, float32 (rounded to nearest, as a
+// float64 → float32 cast in torch) or (integral arrays) int64. 0 on
 // success; -1 for an integer of magnitude 2^53 or more, which float64 may not have held exactly.
 int distill_json_values(const JsonDocument* document, const JsonSpan* span, int out_kind, void* out) {
     const double* values = document->values.data() + span->offset;
     if (out_kind == kOutFloat64) {
         std::memcpy(out, values, static_cast<size_t>(span->count) * sizeof(double));
+        return 0;
+    }
+    if (out_kind == kOutFloat32) {
+        float* singles = static_cast<float*>(out);
+        for (int64_t i = 0; i < span->count; ++i) singles[i] = static_cast<float>(values[i]);
         return 0;
     }
     int64_t* integers = static_cast<int64_t*>(out);

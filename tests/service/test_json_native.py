@@ -304,3 +304,12 @@ def test_random_bytes_never_crash() -> None:
         extracted = json_native.extract(b'{"x": ' + text + b"}")
         if extracted is not None:
             assert all(math.prod(v.shape) == v.span.count for v in extracted.values.values() if isinstance(v, NumberArray))
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=50))
+def test_float32_copies_round_like_a_cast(values: list[float]) -> None:
+    array = only_array(json.dumps({"x": values}).encode())
+    singles = array.floats(single=True)
+    assert singles.dtype == np.float32
+    with np.errstate(over="ignore"):  # beyond float32, both give infinity
+        assert np.array_equal(singles, array.floats().astype(np.float32))
