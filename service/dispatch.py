@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-import orjson
 import torch
 
 from distill import DistillResult, LossResult, Term, distill
@@ -19,6 +18,7 @@ from distill.bce import prepare_bce
 from distill.cross_entropy import prepare_cross_entropy
 from distill.kl_div import prepare_kl_div
 from distill.prepared import Prepared
+from service.responses import dump_parts
 from service.schemas import (
     BCETerm,
     CrossEntropyTerm,
@@ -77,8 +77,8 @@ def build_call(loss: LossName, request: Strict, device: torch.device) -> EngineC
     return EngineCall(loss, {**options(request), **common}, encoding)
 
 
-def render(call: EngineCall, result: LossResult | DistillResult) -> bytes:
-    """The JSON response body for an engine result."""
+def render(call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
+    """The JSON response body for an engine result, in parts (see :mod:`service.responses`)."""
     if isinstance(result, DistillResult):
         body: dict[str, Any] = {
             "loss": encode_number(float(result.loss), "loss"),
@@ -90,7 +90,7 @@ def render(call: EngineCall, result: LossResult | DistillResult) -> bytes:
         }
     else:
         body = _loss_fields(result, call.encoding, "")
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return dump_parts(body)
 
 
 def _loss_fields(result: LossResult, encoding: Encoding, prefix: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from service.body import read_body
 from service.dispatch import LossName
 from service.openapi import problem_responses, request_body
 from service.problems import ProblemError
+from service.responses import PartsResponse
 from service.schemas import REQUESTS, DistillResponse, LossResponse
 from service.tensors import FLOAT_DTYPES
 
@@ -40,7 +41,7 @@ def _loss_endpoint(loss: LossName) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         runtime = request.app.state.runtime
         body = await read_body(request, runtime.settings.max_body_bytes)
-        return Response(await runtime.handle(loss, body), media_type="application/json")
+        return PartsResponse(await runtime.handle(loss, body))
 
     endpoint.__name__ = loss
     return endpoint

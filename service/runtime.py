@@ -86,7 +86,7 @@ class Runtime:
         except DeviceMemoryError as error:
             raise ProblemError(503, "device-memory", "Device out of memory", str(error), headers={"Retry-After": "5"}) from None
 
-    async def handle(self, loss: LossName, body: bytes) -> bytes:
+    async def handle(self, loss: LossName, body: bytes) -> list[bytes]:
         """The whole pipeline for one request; errors propagate to the problem handlers."""
         if self.codec is None:
             raise ProblemError(503, "not-ready", "Not ready", "the service is not running", headers={"Retry-After": "1"})
