@@ -13,6 +13,12 @@ T = [[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
 P = [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]
 
 
+@pytest.fixture(params=["compiled", "general"], autouse=True)
+def json_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case twice: with the compiled JSON reader, and with simdjson alone (``DISTILL_NATIVE=0``)."""
+    monkeypatch.setenv("DISTILL_NATIVE", "1" if request.param == "compiled" else "0")
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
