@@ -2,8 +2,8 @@
 
 The limit is checked against ``Content-Length`` before anything is read and again as chunks arrive,
 so an oversized body is refused (413) without buffering it. Parsing first cuts the tensors out of the
-body with the compiled codec (:mod:`service.json_native`; their numbers are read later, straight into
-buffers), then parses the rest with simdjson: objects become dicts, arrays of objects (``terms``)
+body with the compiled reader (:mod:`service.json_native`, which parses their numbers in the same pass,
+outside the GIL), then parses the rest with simdjson: objects become dicts, arrays of objects (``terms``)
 become lists, the cut-out tensors come back in their placeholders' places, and any other array stays
 a lazy simdjson array for the tensor decoder (:mod:`service.tensors`).
 """

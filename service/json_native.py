@@ -79,7 +79,7 @@ _LIBRARY = _load()
 
 
 def enabled() -> bool:
-    """Whether the codec is built and not switched off with ``DISTILL_NATIVE=0``."""
+    """Whether the reader is built and not switched off with ``DISTILL_NATIVE=0``."""
     return _LIBRARY is not None and os.environ.get("DISTILL_NATIVE", "1") != "0"
 
 
@@ -150,7 +150,7 @@ class Extracted:
 
 
 def extract(body: bytes) -> Extracted | None:
-    """Cut the tensors out of a JSON object body; None when the codec is off or the body is not followed."""
+    """Cut the tensors out of a JSON object body; None when the reader is off or takes nothing."""
     if not enabled():
         return None
     assert _LIBRARY is not None

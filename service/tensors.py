@@ -6,9 +6,9 @@ Two encodings, chosen per tensor by the client:
   float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
 * ``{"dtype": ..., "shape": [...], "data": "<base64>"}``, little-endian, row-major.
 
-Tensors arrive from :mod:`service.body` already cut out of the body by the compiled codec
+Tensors arrive from :mod:`service.body` already cut out of the body by the compiled reader
 (:class:`~service.json_native.NumberArray`, numbers already parsed, copied out as the field's kind
-needs; base64 ``data`` as a :class:`~service.json_native.PlainString`), or, when the codec is off
+needs; base64 ``data`` as a :class:`~service.json_native.PlainString`), or, when the reader is off
 or did not take them, as lazy simdjson arrays: their numbers are copied into a buffer in C (strictly:
 strings, booleans and null are rejected) and the nesting is checked with one length test per inner
 array. Never one Python object per number. Responses encode tensors the same two ways.
