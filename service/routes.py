@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 import distill
 from distill import native
+from service import json_native
 from service.auth import require_api_key
 from service.body import read_body
 from service.dispatch import LossName
@@ -69,6 +70,7 @@ class Info(BaseModel):
     torch: str
     device: str
     kernels: str = Field(description="CPU kernels in use: avx2 or baseline (compiled), or torch (eager ops)")
+    json_reader: str = Field(description="How JSON bodies are read: compiled (tensors cut out by the C++ reader) or simdjson")
     dtypes: list[str]
     losses: list[str]
     max_body_bytes: int
@@ -87,6 +89,7 @@ async def info(request: Request) -> Info:
         torch=torch.__version__,
         device=str(runtime.device),
         kernels=native.instruction_set() if native.enabled() else "torch",
+        json_reader="compiled" if json_native.enabled() else "simdjson",
         dtypes=list(FLOAT_DTYPES),
         losses=[loss for loss, _, _ in _LOSSES],
         max_body_bytes=runtime.settings.max_body_bytes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from service import json_native
 from tests.service.conftest import make_client
 
 BODY = {"student_logits": [[1.0, 2.0]], "teacher_logits": [[2.0, 1.0]]}
@@ -51,3 +52,4 @@ def test_info(client):
     assert info["device"] == "cpu"
     assert set(info["losses"]) == {"kl_div", "bce", "cross_entropy", "distill"}
     assert "bfloat16" in info["dtypes"] and info["max_body_bytes"] > 0
+    assert info["json_reader"] == ("compiled" if json_native.enabled() else "simdjson")
