@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the CPU image with podman, run it, wait for health, call /v1/kl_div, check the answer, clean up.
+# Build the CPU image with podman, run it, wait for health, call /v1/kl_div, check the answer and that
+# the compiled code is in use (/v1/info), clean up.
 #
 # For machines without a Docker engine or registry access to base images (podman, runc and
 # mmdebstrap installed): a stand-in for the FROM image is made locally with mmdebstrap and tagged
@@ -65,4 +66,7 @@ assert abs(answer["loss"] - float(expected.loss)) <= 1e-6 * abs(float(expected.l
 assert torch.allclose(torch.tensor(answer["grad"]), expected.grad, rtol=1e-5, atol=1e-7)
 print(f"loss from the container {answer['loss']:.9f} == engine {float(expected.loss):.9f}: OK")
 PY
+info=$(curl -sf "http://127.0.0.1:$PORT/v1/info")
+echo "info: $info"
+"$PYTHON" -c 'import json, sys; info = json.loads(sys.argv[1]); assert info["kernels"] in ("avx2", "baseline") and info["json_reader"] == "compiled", info; print("compiled kernels and JSON reader in the image: OK")' "$info"
 if podman healthcheck run "$NAME"; then echo "HEALTHCHECK (GET /livez inside the container): healthy"; else echo "HEALTHCHECK failed"; exit 1; fi
