@@ -105,13 +105,25 @@ class BceArgs(ctypes.Structure):
     )
 
 
-def _load() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec("distill._kernels")
+def load_library(module: str) -> ctypes.CDLL | None:
+    """A compiled extension of this project (e.g. ``distill._kernels``) as a ctypes library; None if not built."""
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         return None
     try:
-        library = ctypes.CDLL(spec.origin)
+        return ctypes.CDLL(spec.origin)
     except OSError:
+        return None
+
+
+def switched_on() -> bool:
+    """Whether compiled code may be used: not switched off with ``DISTILL_NATIVE=0`` (read on every call)."""
+    return os.environ.get("DISTILL_NATIVE", "1") != "0"
+
+
+def _load() -> ctypes.CDLL | None:
+    library = load_library("distill._kernels")
+    if library is None:
         return None
     entry_points = (("distill_extrema", ExtremaArgs), ("distill_ce_hard", HardArgs), ("distill_soft", SoftArgs), ("distill_bce", BceArgs))
     for name, args in entry_points:
@@ -132,7 +144,7 @@ def available() -> bool:
 
 def enabled() -> bool:
     """Whether losses use the compiled kernels (built, and not switched off with ``DISTILL_NATIVE=0``)."""
-    return _LIBRARY is not None and os.environ.get("DISTILL_NATIVE", "1") != "0"
+    return _LIBRARY is not None and switched_on()
 
 
 def instruction_set() -> str:

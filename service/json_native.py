@@ -21,12 +21,13 @@ the whole body goes through the general parser. Responses are written by orjson 
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
+
+from distill import native
 
 MAX_DIMS = 32
 MAX_SPANS = 256
@@ -52,12 +53,8 @@ _SPAN_ARRAY, _SPAN_STRING = 0, 1
 
 
 def _load() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec("service._json_tensors")
-    if spec is None or spec.origin is None:
-        return None
-    try:
-        library = ctypes.CDLL(spec.origin)
-    except OSError:
+    library = native.load_library("service._json_tensors")
+    if library is None:
         return None
     library.distill_json_extract.argtypes = (
         ctypes.c_char_p,
@@ -80,7 +77,7 @@ _LIBRARY = _load()
 
 def enabled() -> bool:
     """Whether the reader is built and not switched off with ``DISTILL_NATIVE=0``."""
-    return _LIBRARY is not None and os.environ.get("DISTILL_NATIVE", "1") != "0"
+    return _LIBRARY is not None and native.switched_on()
 
 
 class InexactInteger(ValueError):

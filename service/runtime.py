@@ -68,8 +68,9 @@ class Runtime:
     def prepare(self, loss: LossName, body: bytes) -> tuple[EngineCall, Work]:
         """Parse and validate a body into engine work (blocking)."""
         data = parse_json_object(body)
-        context = {"max_elements": self.settings.max_tensor_elements, "json_dtype": data.get("dtype", "float32")}
-        request = REQUESTS[loss].model_validate(data, context=context)
+        model = REQUESTS[loss]
+        json_dtype = data.get("dtype", model.model_fields["dtype"].default)
+        request = model.model_validate(data, context={"max_elements": self.settings.max_tensor_elements, "json_dtype": json_dtype})
         call = build_call(loss, request, self.device)
         return call, call.prepare()
 

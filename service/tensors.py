@@ -91,13 +91,13 @@ def _too_large(field: str, elements: int, limit: int) -> ProblemError:
 def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False) -> WireTensor:
     """Decode one tensor field from its parsed JSON value.
 
-    JSON floats are float64 unless ``single`` (the request computes in float32) lets the reader
-    round them to float32 as it copies them out, the same values a later cast would give.
+    JSON floats are float64 unless ``single`` (the request computes in float32): then they are
+    rounded to float32 in the one copy out of the parsed document, the values a later cast would give.
     """
     if isinstance(value, NumberArray):
         return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json")
     if isinstance(value, simdjson.Array):
-        return WireTensor(_decode_nested(value, kind, field, max_elements), "json")
+        return WireTensor(_decode_nested(value, kind, field, max_elements, single), "json")
     if isinstance(value, dict):
         return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
     if kind is Kind.INDEX and isinstance(value, int) and not isinstance(value, bool):
@@ -133,7 +133,7 @@ def _check_level(node: simdjson.Array, shape: tuple[int, ...], at: tuple[int, ..
         _check_level(child, shape, where)
 
 
-def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
     shape = _nested_shape(array)
     elements = math.prod(shape)
     if elements > max_elements:
@@ -151,7 +151,7 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
     values = np.frombuffer(buffer, dtype=np.float64 if kind is Kind.FLOAT else np.int64)
     if values.size != elements:
         raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
-    return torch.from_numpy(values.copy()).reshape(shape)
+    return torch.from_numpy(values.astype(np.float32 if single and kind is Kind.FLOAT else values.dtype)).reshape(shape)
 
 
 def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:

@@ -159,17 +159,20 @@ int parallel_rows(int64_t rows, int64_t classes, int threads, Fn fn) {
 
 }  // namespace
 
+// Calls the AVX2+FMA build of a kernel when `fast` (the CPU has it), else the baseline build.
+#ifdef DISTILL_HAVE_AVX2
+#define DISTILL_DISPATCH(fast, kernel, ...) ((fast) ? avx2::kernel(__VA_ARGS__) : baseline::kernel(__VA_ARGS__))
+#else
+#define DISTILL_DISPATCH(fast, kernel, ...) ((void)(fast), baseline::kernel(__VA_ARGS__))
+#endif
+
 extern "C" {
 
 __attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* args, int threads) {
     const ExtremaArgs& a = *args;
     const bool fast = use_avx2();
     return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-#ifdef DISTILL_HAVE_AVX2
-        if (fast) return avx2::extrema(a, begin, end);
-#endif
-        (void)fast;
-        baseline::extrema(a, begin, end);
+        DISTILL_DISPATCH(fast, extrema, a, begin, end);
     });
 }
 
@@ -177,11 +180,7 @@ __attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args,
     const HardArgs& a = *args;
     const bool fast = use_avx2();
     return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-#ifdef DISTILL_HAVE_AVX2
-        if (fast) return avx2::ce_hard(a, begin, end);
-#endif
-        (void)fast;
-        baseline::ce_hard(a, begin, end);
+        DISTILL_DISPATCH(fast, ce_hard, a, begin, end);
     });
 }
 
@@ -191,11 +190,7 @@ __attribute__((visibility("default"))) int distill_soft(const SoftArgs* args, in
     const size_t element = a.dtype == kFloat64 ? sizeof(double) : sizeof(float);
     return parallel_rows(a.rows, a.classes, threads, [&a, fast, element](int thread, int64_t begin, int64_t end) {
         void* scratch = static_cast<char*>(a.scratch) + static_cast<size_t>(thread) * static_cast<size_t>(a.classes) * element;
-#ifdef DISTILL_HAVE_AVX2
-        if (fast) return avx2::soft(a, begin, end, scratch);
-#endif
-        (void)fast;
-        baseline::soft(a, begin, end, scratch);
+        DISTILL_DISPATCH(fast, soft, a, begin, end, scratch);
     });
 }
 
@@ -203,11 +198,7 @@ __attribute__((visibility("default"))) int distill_bce(const BceArgs* args, int 
     const BceArgs& a = *args;
     const bool fast = use_avx2();
     return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-#ifdef DISTILL_HAVE_AVX2
-        if (fast) return avx2::bce(a, begin, end);
-#endif
-        (void)fast;
-        baseline::bce(a, begin, end);
+        DISTILL_DISPATCH(fast, bce, a, begin, end);
     });
 }
 
