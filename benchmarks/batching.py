@@ -20,10 +20,10 @@ import orjson
 import torch
 
 from benchmarks.service_http import free_port, load, percentile, server
-from distill.allocator import keep_freed_memory
-from distill.batch import run_group
-from distill.kl_div import prepare_kl_div
-from distill.prepared import run
+from distill.batching.group import run_group
+from distill.losses.kl_div import prepare_kl_div
+from distill.native.allocator import keep_freed_memory
+from distill.rows.prepared import run
 
 T = 2.0
 

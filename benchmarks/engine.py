@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import distill
-from distill.allocator import keep_freed_memory
+from distill.native.allocator import keep_freed_memory
 
 Case = tuple[str, Callable[[], object], Callable[[], object]]
 

@@ -4,30 +4,48 @@ Every loss returns the loss and d(loss)/d(student input) without autograd. Conve
 all losses: the class dimension is last, leading dimensions are flattened into rows, an optional
 boolean ``mask`` over the leading dimensions drops rows, and soft-target terms at temperature T are
 scaled by T² (Hinton et al. 2015).
+
+This module is the engine's public face, and all the service uses of it: the losses and their
+registry (:data:`LOSSES`), the combined objective, the :class:`Batcher`, and what the backend is
+(:func:`resolve_device`, :mod:`distill.native`). The tensor wire format is :mod:`distill.wire`.
 """
 
-from distill.bce import bce
-from distill.cross_entropy import cross_entropy
+from distill.batching import Batcher, BatchObserver, DeviceMemoryError, QueueFull, Work
 from distill.device import resolve_device
 from distill.errors import InputError
-from distill.kl_div import kl_div
+from distill.losses import bce, cross_entropy, kl_div
 from distill.objective import DistillResult, Term, TermResult, distill, hinton
+from distill.registry import COMMON, LOSSES, LossSpec, Option, TensorInput, register
 from distill.result import LossResult, Reduction
+from distill.rows.prepared import Prepared, run
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMMON",
+    "LOSSES",
+    "BatchObserver",
+    "Batcher",
+    "DeviceMemoryError",
     "DistillResult",
     "InputError",
     "LossResult",
+    "LossSpec",
+    "Option",
+    "Prepared",
+    "QueueFull",
     "Reduction",
+    "TensorInput",
     "Term",
     "TermResult",
+    "Work",
     "__version__",
     "bce",
     "cross_entropy",
     "distill",
     "hinton",
     "kl_div",
+    "register",
     "resolve_device",
+    "run",
 ]

@@ -2,10 +2,10 @@
 
     L = Σ_k  a_k · L_k(student),        ∂L/∂s = Σ_k  a_k · ∂L_k/∂s       (a_k: the term's coefficient)
 
-Each term is any of :func:`~distill.kl_div.kl_div`, :func:`~distill.bce.bce` or
-:func:`~distill.cross_entropy.cross_entropy` with its own targets and options (temperature, T²,
-reduction, weights, smoothing); the student logits and the row mask are shared. Hinton et al.'s
-recipe α·T²·KL(teacher ‖ student) + (1 − α)·CE(labels) is :func:`hinton`.
+Each term is any registered loss (:data:`distill.registry.LOSSES`: KL divergence, BCE,
+cross-entropy, …) with its own targets and options (temperature, T², reduction, weights,
+smoothing); the student logits and the row mask are shared. Hinton et al.'s recipe
+α·T²·KL(teacher ‖ student) + (1 − α)·CE(labels) is :func:`hinton`.
 """
 
 from __future__ import annotations
@@ -13,55 +13,52 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor
 
-from distill.bce import bce
-from distill.cross_entropy import cross_entropy
 from distill.errors import InputError
-from distill.kl_div import kl_div
+from distill.registry import COMMON, LOSSES
 from distill.result import LossResult
 
-LossName = Literal["kl_div", "bce", "cross_entropy"]
 
-LOSSES: dict[str, Callable[..., LossResult]] = {"kl_div": kl_div, "bce": bce, "cross_entropy": cross_entropy}
-_SHARED = frozenset({"student_logits", "mask"})
+class _TermFactories(type):
+    """``Term.<loss>(coefficient, **options)`` for every registered loss, looked up when used."""
+
+    def __getattr__(cls, name: str) -> Callable[..., Term]:
+        if name not in LOSSES:
+            raise AttributeError(f"type object 'Term' has no attribute {name!r}")
+
+        def term(coefficient: float = 1.0, **options: Any) -> Term:
+            return Term(name, coefficient, options)
+
+        term.__name__ = term.__qualname__ = name
+        term.__doc__ = f"A {name} term; ``options`` are :func:`distill.{name}`'s keywords (not the student, mask or compute_grad)."
+        return term
+
+    def __dir__(cls) -> list[str]:
+        return [*super().__dir__(), *LOSSES]
 
 
 @dataclass(frozen=True)
-class Term:
+class Term(metaclass=_TermFactories):
     """One weighted term: which loss, its coefficient, and that loss's keyword arguments.
 
+    Build one as ``Term("kl_div", 0.5, {"teacher_logits": t})`` or ``Term.kl_div(0.5, teacher_logits=t)``.
     The multiplier is called ``coefficient`` because ``weight`` is already PyTorch's name for the
     per-class / per-element weights that a term's options may carry.
     """
 
-    loss: LossName
+    loss: str
     coefficient: float = 1.0
     options: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def kl_div(cls, coefficient: float = 1.0, **options: Any) -> Term:
-        """A KL(teacher ‖ student) term; ``options`` are :func:`~distill.kl_div.kl_div`'s keywords."""
-        return cls("kl_div", coefficient, options)
-
-    @classmethod
-    def bce(cls, coefficient: float = 1.0, **options: Any) -> Term:
-        """A soft-label BCE term on the student logits; ``options`` are :func:`~distill.bce.bce`'s."""
-        return cls("bce", coefficient, options)
-
-    @classmethod
-    def cross_entropy(cls, coefficient: float = 1.0, **options: Any) -> Term:
-        """A cross-entropy term; ``options`` are :func:`~distill.cross_entropy.cross_entropy`'s."""
-        return cls("cross_entropy", coefficient, options)
 
 
 @dataclass(frozen=True)
 class TermResult:
     """One term's contribution: its own (unweighted) result and its coefficient."""
 
-    loss: LossName
+    loss: str
     coefficient: float
     result: LossResult
 
@@ -90,6 +87,11 @@ def distill(
     """Weighted sum of loss terms on ``student_logits``; see the module docstring.
 
     Every term must reduce to a scalar (``reduction="none"`` is rejected) so the total is a number.
+
+    Raises:
+        InputError: no terms, an unknown loss, a non-finite coefficient, a per-term student, mask or
+            compute_grad, ``reduction="none"``, or any term's own validation (its field is prefixed
+            with ``terms.<index>.``; the student's and the mask's are not).
     """
     if not terms:
         raise InputError("terms", "give at least one term")
@@ -99,9 +101,9 @@ def distill(
     for index, term in enumerate(terms):
         _check_term(term, index)
         try:
-            result = LOSSES[term.loss](student_logits, **term.options, mask=mask, compute_grad=compute_grad)
+            result = LOSSES[term.loss].compute(student_logits, **term.options, mask=mask, compute_grad=compute_grad)
         except InputError as error:
-            if error.argument in _SHARED:
+            if error.argument in ("student_logits", "mask"):
                 raise
             raise InputError(f"terms.{index}.{error.argument}", error.reason, error.index) from None
         weighted = result.loss * term.coefficient
@@ -120,7 +122,8 @@ def _check_term(term: Term, index: int) -> None:
         raise InputError(f"{where}.loss", f"must be one of {', '.join(LOSSES)}; got {term.loss!r}")
     if not math.isfinite(term.coefficient):
         raise InputError(f"{where}.coefficient", f"must be a finite number, got {term.coefficient}")
-    for reserved in ("mask", "compute_grad", "student_probs"):
+    spec = LOSSES[term.loss]
+    for reserved in (*(student.name for student in spec.students), *COMMON):
         if reserved in term.options:
             raise InputError(f"{where}.{reserved}", "is set for the whole objective, not per term")
     if term.options.get("reduction") == "none":
@@ -141,8 +144,8 @@ def hinton(
     return distill(
         student_logits,
         [
-            Term.kl_div(alpha, teacher_logits=teacher_logits, temperature=temperature),
-            Term.cross_entropy(1.0 - alpha, labels=labels),
+            Term("kl_div", alpha, {"teacher_logits": teacher_logits, "temperature": temperature}),
+            Term("cross_entropy", 1.0 - alpha, {"labels": labels}),
         ],
         mask=mask,
         compute_grad=compute_grad,

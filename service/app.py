@@ -1,4 +1,11 @@
-"""The ASGI application: ``service.app:app`` (settings from ``DISTILL_*``), or :func:`create_app`."""
+"""The ASGI application: ``service.app:app`` (settings from ``DISTILL_*``), or :func:`create_app`.
+
+Three layers, calls going one way: the HTTP layer (:mod:`service.http`: routes, auth, OpenAPI,
+metrics, the error map) → the pipeline (:mod:`service.pipeline`: decode → validate → prepare →
+submit → render) → the codec (:mod:`service.codec`: body reading, the JSON reader, tensors,
+response parts, codec threads), over the engine's public face (:mod:`distill`). The
+:class:`~service.runtime.Runtime` owns the lifecycle (device, threads, batcher, readiness).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import distill
-from service import openapi, problems
-from service.metrics import MetricsMiddleware
-from service.routes import probes, v1
+from service.http import openapi, problems
+from service.http.metrics import Metrics, MetricsMiddleware
+from service.http.routes import probes, v1
+from service.pipeline import Pipeline
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -25,10 +33,11 @@ carry T²."""
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the engine warms up at start-up and /readyz turns 200 when it has."""
     runtime = Runtime(settings or Settings())
+    metrics = Metrics(str(runtime.device))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(runtime.start)
+        await run_in_threadpool(runtime.start, metrics)
         yield
         await run_in_threadpool(runtime.stop)
 
@@ -40,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         separate_input_output_schemas=False,
     )
     app.state.runtime = runtime
-    app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    app.state.pipeline = Pipeline(runtime)
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
     app.include_router(probes)
     app.include_router(v1)

@@ -6,18 +6,27 @@ client = DistillClient("http://127.0.0.1:8000")
 criterion = RemoteDistillLoss(client, alpha=0.5, temperature=4.0)
 loss = criterion(student(x), teacher_logits, labels)
 loss.backward()
+
+``Remote<Title>`` (``RemoteKLDiv``, ``RemoteBCE``, ``RemoteCrossEntropy``, one per registered loss)
+come from :mod:`distill.client.modules`.
 """
 
+from distill.client import modules
 from distill.client.errors import ServiceError
 from distill.client.http import AsyncDistillClient, DistillClient
-from distill.client.modules import RemoteBCE, RemoteCrossEntropy, RemoteDistillLoss, RemoteKLDiv
+from distill.client.modules import RemoteDistillLoss, RemoteLoss
+from distill.registry import LOSSES
 
 __all__ = [
     "AsyncDistillClient",
     "DistillClient",
-    "RemoteBCE",
-    "RemoteCrossEntropy",
     "RemoteDistillLoss",
-    "RemoteKLDiv",
+    "RemoteLoss",
     "ServiceError",
+    *(f"Remote{spec.title}" for spec in LOSSES.values()),
 ]
+
+
+def __getattr__(name: str) -> type[RemoteLoss]:
+    """The ``Remote<Title>`` module classes of the registered losses."""
+    return modules.__getattr__(name)

@@ -1,6 +1,8 @@
 """Sync and async HTTP clients for the distill service.
 
-Both share one request/response layer (:class:`_Calls`): each loss method builds a :class:`_Call`
+Both share one request/response layer (:class:`_Calls`): one method per registered loss (derived from
+:data:`distill.registry.LOSSES`: ``client.kl_div(...)`` takes :func:`distill.kl_div`'s arguments),
+the combined objective and ``info``. Each builds a :class:`_Call`
 (path, body, how to parse the answer) and the client sends it with pooled connections, timeouts,
 the API key, and retries with exponential backoff on 503 (honouring ``Retry-After``) and on
 connection errors. Loss computations are idempotent, so retrying them is safe. An error answer is
@@ -10,6 +12,7 @@ raised as :class:`~distill.client.errors.ServiceError` carrying the server's pro
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import typing
 from collections.abc import Callable, Sequence
@@ -23,6 +26,7 @@ from torch import Tensor
 from distill.client.errors import ServiceError
 from distill.client.wire import Encoding, distill_result, loss_result, request_body, term_body
 from distill.objective import Term
+from distill.registry import LOSSES
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -53,97 +57,44 @@ class _Calls:
     def _send(self, call: _Call) -> Any:
         raise NotImplementedError
 
-    def kl_div(
-        self,
-        student_logits: Tensor,
-        *,
-        teacher_logits: Tensor | None = None,
-        teacher_probs: Tensor | None = None,
-        teacher_log_probs: Tensor | None = None,
-        temperature: float = 1.0,
-        scale_t2: bool = True,
-        reduction: str = "batchmean",
-        mask: Tensor | None = None,
-        compute_grad: bool = True,
-    ) -> Any:
-        """``POST /v1/kl_div``; returns a :class:`~distill.result.LossResult` (awaitable when async)."""
-        tensors = {
-            "student_logits": student_logits,
-            "teacher_logits": teacher_logits,
-            "teacher_probs": teacher_probs,
-            "teacher_log_probs": teacher_log_probs,
-            "mask": mask,
-        }
-        options = {"temperature": temperature, "scale_t2": scale_t2, "reduction": reduction, "compute_grad": compute_grad}
-        return self._send(self._loss("kl_div", tensors, options, student_logits))
+    def loss(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``POST /v1/<name>`` for the registered loss ``name`` with that loss's engine arguments.
 
-    def bce(
-        self,
-        student_logits: Tensor | None = None,
-        *,
-        student_probs: Tensor | None = None,
-        teacher_logits: Tensor | None = None,
-        teacher_probs: Tensor | None = None,
-        temperature: float | None = None,
-        scale_t2: bool = True,
-        weight: Tensor | None = None,
-        pos_weight: Tensor | None = None,
-        reduction: str = "mean",
-        mask: Tensor | None = None,
-        compute_grad: bool = True,
-    ) -> Any:
-        """``POST /v1/bce``; returns a :class:`~distill.result.LossResult` (awaitable when async)."""
-        tensors = {
-            "student_logits": student_logits,
-            "student_probs": student_probs,
-            "teacher_logits": teacher_logits,
-            "teacher_probs": teacher_probs,
-            "weight": weight,
-            "pos_weight": pos_weight,
-            "mask": mask,
-        }
-        options = {"temperature": temperature, "scale_t2": scale_t2, "reduction": reduction, "compute_grad": compute_grad}
-        student = student_logits if student_logits is not None else student_probs
+        Returns a :class:`~distill.result.LossResult` (awaitable when async). The same call is
+        available as ``client.<name>(...)``, with the engine function's signature.
+
+        Raises:
+            ValueError: ``name`` is not a registered loss, or no student input is given.
+            TypeError: arguments the loss does not take.
+        """
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}")
+        spec = LOSSES[name]
+        arguments = inspect.signature(spec.prepare).bind(*args, **kwargs).arguments
+        student = next((arguments[tensor.name] for tensor in spec.students if arguments.get(tensor.name) is not None), None)
         if student is None:
-            raise ValueError("give student_logits or student_probs")
-        return self._send(self._loss("bce", tensors, options, student))
+            raise ValueError(f"give {' or '.join(tensor.name for tensor in spec.students)}")
+        tensors = {key: value for key, value in arguments.items() if isinstance(value, Tensor)}
+        options = {key: value for key, value in arguments.items() if not isinstance(value, Tensor)}
+        body = request_body(tensors, options, self.encoding)
+        return self._send(_Call(f"/v1/{name}", body, lambda answer: loss_result(answer, student)))
 
-    def cross_entropy(
-        self,
-        student_logits: Tensor,
-        *,
-        labels: Tensor | None = None,
-        teacher_logits: Tensor | None = None,
-        teacher_probs: Tensor | None = None,
-        teacher_log_probs: Tensor | None = None,
-        temperature: float | None = None,
-        scale_t2: bool = True,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        reduction: str = "mean",
-        mask: Tensor | None = None,
-        compute_grad: bool = True,
-    ) -> Any:
-        """``POST /v1/cross_entropy``; returns a :class:`~distill.result.LossResult` (awaitable when async)."""
-        tensors = {
-            "student_logits": student_logits,
-            "labels": labels,
-            "teacher_logits": teacher_logits,
-            "teacher_probs": teacher_probs,
-            "teacher_log_probs": teacher_log_probs,
-            "weight": weight,
-            "mask": mask,
-        }
-        options = {
-            "temperature": temperature,
-            "scale_t2": scale_t2,
-            "ignore_index": ignore_index,
-            "label_smoothing": label_smoothing,
-            "reduction": reduction,
-            "compute_grad": compute_grad,
-        }
-        return self._send(self._loss("cross_entropy", tensors, options, student_logits))
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """``client.kl_div(...)`` and so on: :meth:`loss` for each registered loss."""
+        if name not in LOSSES:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        spec = LOSSES[name]
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self.loss(name, *args, **kwargs)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = f"``POST /v1/{name}``: {spec.summary}; arguments as :func:`distill.{name}`."
+        method.__signature__ = inspect.signature(spec.prepare).replace(return_annotation=Any)  # type: ignore[attr-defined]
+        return method
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *LOSSES]
 
     def distill(
         self,
@@ -164,9 +115,6 @@ class _Calls:
     def info(self) -> Any:
         """``GET /v1/info`` as a dict (awaitable when async)."""
         return self._send(_Call("/v1/info", {}, lambda answer: answer))
-
-    def _loss(self, loss: str, tensors: dict[str, Tensor | None], options: dict[str, Any], student: Tensor) -> _Call:
-        return _Call(f"/v1/{loss}", request_body(tensors, options, self.encoding), lambda answer: loss_result(answer, student))
 
     @typing.overload
     def _retry_delay(self, attempt: int, outcome: httpx.TransportError) -> float: ...

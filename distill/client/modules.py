@@ -1,5 +1,9 @@
 """Loss modules whose forward calls the service and whose backward uses the service's gradient.
 
+There is one module class per registered loss, named ``Remote<Title>`` after its registry entry
+(``RemoteKLDiv``, ``RemoteBCE``, ``RemoteCrossEntropy``) and made from that entry on first use,
+plus :class:`RemoteDistillLoss` for the combined objective.
+
 ``loss = RemoteKLDiv(client, temperature=4.0)(student_logits, teacher_logits)`` then
 ``loss.backward()`` propagates d(loss)/d(student_logits), as computed by the service, through the rest
 of the student's graph. Student tensors may live on any device and be any float dtype: they are sent
@@ -12,14 +16,17 @@ upstream gradient, which a single service call does not take.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from distill.client.http import DistillClient
 from distill.objective import DistillResult, Term
+from distill.registry import LOSSES, LossSpec
 from distill.result import LossResult
 
 Compute = Callable[[Tensor, bool], LossResult | DistillResult]
@@ -53,124 +60,76 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
-class RemoteKLDiv(nn.Module):
-    """T²·KL(teacher ‖ student) computed by the service (see :func:`distill.kl_div`)."""
+class RemoteLoss(nn.Module):
+    """Base of the ``Remote<Loss>`` modules, one per registered loss (``RemoteKLDiv``, ``RemoteBCE``, …).
 
-    def __init__(self, client: DistillClient, *, temperature: float = 1.0, scale_t2: bool = True, reduction: str = "batchmean") -> None:
+    The constructor takes the loss's settings: its scalar options and weight tensors (e.g.
+    ``temperature``, ``reduction``, ``weight``), with the engine's defaults, kept as attributes that
+    may be changed between calls (temperature annealing). ``forward(student, target, *, other
+    targets…, mask=None)`` takes the student, its first target positionally (``teacher_logits``, or
+    ``labels`` for cross-entropy) and the others by keyword.
+    """
+
+    spec: ClassVar[LossSpec]
+
+    def __init__(self, client: DistillClient, **settings: Any) -> None:
         super().__init__()
-        self.client, self.temperature, self.scale_t2, self.reduction = client, temperature, scale_t2, _check_reduction(reduction)
+        self.client = client
+        bound = _settings_signature(self.spec).bind(**settings)
+        bound.apply_defaults()
+        _check_reduction(bound.arguments["reduction"])
+        for name, value in bound.arguments.items():
+            setattr(self, name, value)
 
-    def forward(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None = None,
-        *,
-        teacher_probs: Tensor | None = None,
-        teacher_log_probs: Tensor | None = None,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        def compute(student: Tensor, grad: bool) -> LossResult:
-            return self.client.kl_div(
-                student,
-                teacher_logits=teacher_logits,
-                teacher_probs=teacher_probs,
-                teacher_log_probs=teacher_log_probs,
-                temperature=self.temperature,
-                scale_t2=self.scale_t2,
-                reduction=self.reduction,
-                mask=mask,
-                compute_grad=grad,
-            )
+    def forward(self, student: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        targets = _forward_signature(self.spec).bind(student, *args, **kwargs).arguments
+        del targets["student"]
+        settings = {name: getattr(self, name) for name in _settings_signature(self.spec).parameters}
+        student_name = self.spec.students[0].name
 
-        return _apply(student_logits, compute)
+        def compute(detached: Tensor, grad: bool) -> LossResult:
+            return self.client.loss(self.spec.name, **{student_name: detached}, **targets, **settings, compute_grad=grad)
+
+        return _apply(student, compute)
 
 
-class RemoteCrossEntropy(nn.Module):
-    """Cross-entropy with hard labels or soft targets, computed by the service (see :func:`distill.cross_entropy`)."""
-
-    def __init__(
-        self,
-        client: DistillClient,
-        *,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        temperature: float | None = None,
-        scale_t2: bool = True,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__()
-        self.client, self.weight, self.ignore_index, self.label_smoothing = client, weight, ignore_index, label_smoothing
-        self.temperature, self.scale_t2, self.reduction = temperature, scale_t2, _check_reduction(reduction)
-
-    def forward(
-        self,
-        student_logits: Tensor,
-        labels: Tensor | None = None,
-        *,
-        teacher_logits: Tensor | None = None,
-        teacher_probs: Tensor | None = None,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        def compute(student: Tensor, grad: bool) -> LossResult:
-            return self.client.cross_entropy(
-                student,
-                labels=labels,
-                teacher_logits=teacher_logits,
-                teacher_probs=teacher_probs,
-                temperature=self.temperature,
-                scale_t2=self.scale_t2,
-                weight=self.weight,
-                ignore_index=self.ignore_index,
-                label_smoothing=self.label_smoothing,
-                reduction=self.reduction,
-                mask=mask,
-                compute_grad=grad,
-            )
-
-        return _apply(student_logits, compute)
+def _settings_signature(spec: LossSpec) -> inspect.Signature:
+    """The constructor's keywords: the loss's options and weight tensors, engine defaults."""
+    names = {option.name for option in spec.options} | {tensor.name for tensor in spec.inputs if tensor.role == "weight"}
+    engine = inspect.signature(spec.prepare).parameters
+    return inspect.Signature([engine[name].replace(kind=inspect.Parameter.KEYWORD_ONLY) for name in engine if name in names])
 
 
-class RemoteBCE(nn.Module):
-    """Soft-label BCE with logits, computed by the service (see :func:`distill.bce`)."""
+def _forward_signature(spec: LossSpec) -> inspect.Signature:
+    """``forward(student, first_target=None, *, other_targets=None, mask=None)``."""
+    targets = [tensor.name for tensor in spec.inputs if tensor.role == "target"]
+    parameters = [inspect.Parameter("student", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Tensor)]
+    for position, name in enumerate([*targets, "mask"]):
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if position == 0 else inspect.Parameter.KEYWORD_ONLY
+        parameters.append(inspect.Parameter(name, kind, default=None, annotation=Tensor | None))
+    return inspect.Signature(parameters, return_annotation=Tensor)
 
-    def __init__(
-        self,
-        client: DistillClient,
-        *,
-        temperature: float | None = None,
-        scale_t2: bool = True,
-        weight: Tensor | None = None,
-        pos_weight: Tensor | None = None,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__()
-        self.client, self.temperature, self.scale_t2 = client, temperature, scale_t2
-        self.weight, self.pos_weight, self.reduction = weight, pos_weight, _check_reduction(reduction)
 
-    def forward(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None = None,
-        *,
-        teacher_probs: Tensor | None = None,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        def compute(student: Tensor, grad: bool) -> LossResult:
-            return self.client.bce(
-                student,
-                teacher_logits=teacher_logits,
-                teacher_probs=teacher_probs,
-                temperature=self.temperature,
-                scale_t2=self.scale_t2,
-                weight=self.weight,
-                pos_weight=self.pos_weight,
-                reduction=self.reduction,
-                mask=mask,
-                compute_grad=grad,
-            )
+@functools.cache
+def remote_module(name: str) -> type[RemoteLoss]:
+    """The ``Remote<Title>`` module class of the registered loss ``name`` (one class per loss)."""
+    spec = LOSSES[name]
+    namespace = {
+        "spec": spec,
+        "__module__": __name__,
+        "__doc__": f"{spec.summary}, computed by the service (see :func:`distill.{name}`); usage as :class:`RemoteLoss`.",
+    }
+    module = type(f"Remote{spec.title}", (RemoteLoss,), namespace)
+    module.__signature__ = _settings_signature(spec)  # type: ignore[attr-defined]
+    return module
 
-        return _apply(student_logits, compute)
+
+def __getattr__(name: str) -> type[RemoteLoss]:
+    """``RemoteKLDiv`` and the other ``Remote<Title>`` classes, made on first use from the registry."""
+    for spec in LOSSES.values():
+        if name == f"Remote{spec.title}":
+            return remote_module(spec.name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RemoteDistillLoss(nn.Module):
@@ -197,8 +156,8 @@ class RemoteDistillLoss(nn.Module):
         if labels is None:
             raise ValueError("Hinton's objective needs labels")
         return [
-            Term.kl_div(self.alpha, teacher_logits=teacher_logits, temperature=self.temperature),
-            Term.cross_entropy(1.0 - self.alpha, labels=labels, label_smoothing=self.label_smoothing),
+            Term("kl_div", self.alpha, {"teacher_logits": teacher_logits, "temperature": self.temperature}),
+            Term("cross_entropy", 1.0 - self.alpha, {"labels": labels, "label_smoothing": self.label_smoothing}),
         ]
 
     def forward(

@@ -1,13 +1,13 @@
-"""The service's wire format on the client side: request bodies and typed results.
+"""The service's request bodies and typed results on the client side.
 
 Pure functions shared by the sync and async clients: tensors go out as base64 binary objects (or
-nested lists on request) and results come back as the engine's own result types.
+nested lists on request) in the format of :mod:`distill.wire`, and results come back as the
+engine's own result types.
 """
 
 from __future__ import annotations
 
 import base64
-import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,49 +15,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from distill import wire
 from distill.objective import DistillResult, Term, TermResult
 from distill.result import LossResult
 
 Encoding = Literal["base64", "json"]
 
-_NAMES = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-    torch.int64: "int64",
-    torch.int32: "int32",
-    torch.bool: "bool",
-}
-_DTYPES = {name: dtype for dtype, name in _NAMES.items()}
-
 
 def encode_tensor(tensor: Tensor, encoding: Encoding) -> Any:
     """A tensor as the service reads it (any device and dtype; detached, copied to the CPU)."""
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype not in _NAMES:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype not in wire.NAMES:
         tensor = tensor.long() if not tensor.is_floating_point() else tensor.float()
     if encoding == "json":
         return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).tolist()
-    raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
-    array = raw.numpy()
-    if sys.byteorder != "little":
-        array = array.byteswap()
-    return {"dtype": _NAMES[tensor.dtype], "shape": list(tensor.shape), "data": base64.b64encode(array.tobytes()).decode("ascii")}
+    raw = wire.to_bytes(tensor)
+    return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "data": base64.b64encode(raw.data).decode("ascii")}
 
 
 def decode_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     """A tensor from the service's answer (nested lists or a binary object)."""
     if isinstance(value, dict):
-        dtype = _DTYPES[value["dtype"]]
-        raw = bytearray(base64.b64decode(value["data"]))
-        if not raw:
-            return torch.empty(value["shape"], dtype=dtype)
-        tensor = torch.frombuffer(raw, dtype=torch.int16 if dtype == torch.bfloat16 else dtype)
-        if sys.byteorder != "little" and tensor.element_size() > 1:
-            tensor = torch.from_numpy(tensor.numpy().byteswap())
-        tensor = tensor.view(dtype) if dtype == torch.bfloat16 else tensor
-        return tensor.reshape(value["shape"])
+        return wire.from_bytes(bytearray(base64.b64decode(value["data"])), value["dtype"], value["shape"])
     tensor = torch.from_numpy(np.asarray(value, dtype=np.float64))
     return tensor.to(like.dtype) if like is not None else tensor.float()
 

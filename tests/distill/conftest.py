@@ -1,4 +1,4 @@
-"""Every engine test runs twice: on the compiled kernels (distill.native) and on torch ops.
+"""Every engine test runs twice: on the compiled kernels (distill.native.kernels) and on torch ops.
 
 The two backends must give the same answers to the same tolerances, so the parity suite is the test
 of both. The ``native`` run is skipped where the kernels were not built.
@@ -15,9 +15,8 @@ from distill import native
 
 @pytest.fixture(scope="module", params=["native", "torch"], autouse=True)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Select the backend through ``DISTILL_NATIVE`` (read on every call)."""
-    if request.param == "native" and not native.available():
+    """Select the backend with the process-wide switch (:func:`distill.native.switched`)."""
+    if request.param == "native" and not native.kernels.available():
         pytest.skip("the compiled kernels are not built")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DISTILL_NATIVE", "1" if request.param == "native" else "0")
+    with native.switched(request.param == "native"):
         yield request.param

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import distill
-from distill.batch import run_group
-from distill.batcher import Batcher
-from distill.kl_div import prepare_kl_div
-from distill.prepared import run
+from distill.batching.batcher import Batcher
+from distill.batching.group import run_group
+from distill.losses.kl_div import prepare_kl_div
+from distill.rows.prepared import run
 from tests.distill import inputs
 from tests.tolerances import assert_close
 

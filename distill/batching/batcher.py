@@ -1,0 +1,213 @@
+"""Dynamic batching: coalesce concurrent requests into one engine call per compatible group.
+
+Callers :meth:`Batcher.submit` validated work (a :class:`~distill.rows.prepared.Prepared`, or any callable
+for work that cannot be batched, such as the combined objective) and get a
+:class:`concurrent.futures.Future`. One worker thread owns the device: it takes the oldest queued
+request, waits at most ``max_wait_ms`` (from that request's arrival) for more requests with the same
+key, up to ``max_batch_rows`` kept rows and ``max_batch_elements`` elements, and computes the group
+with :func:`~distill.batching.group.run_group`.
+
+Failure isolation: requests are validated before they are queued, so a group fails only through an
+error found while computing (say teacher mass on a -inf student class); the group is then recomputed
+one request at a time, so only the request at fault fails. CUDA out-of-memory splits a group in halves
+and retries; a single request that still does not fit fails with :class:`DeviceMemoryError`.
+The queue is bounded: :class:`QueueFull` when it is, never unbounded memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from distill.batching.group import run_group
+from distill.rows.prepared import Prepared, run
+
+
+class QueueFull(RuntimeError):
+    """The queue holds ``max_queue`` requests (or the batcher is closing): try again later."""
+
+
+class DeviceMemoryError(RuntimeError):
+    """A single request does not fit in device memory."""
+
+
+class BatchObserver(Protocol):
+    """Hooks for metrics; the service implements them with Prometheus."""
+
+    def queued(self, depth: int) -> None: ...
+
+    def batch(self, requests: int, rows: int, waits: list[float]) -> None: ...
+
+
+Work = Prepared | Callable[[], Any]
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Work
+    future: Future[Any]
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> Any:
+        return self.work.key if isinstance(self.work, Prepared) else None
+
+    @property
+    def rows(self) -> int:
+        return self.work.rows.n_kept if isinstance(self.work, Prepared) else 0
+
+    @property
+    def elements(self) -> int:
+        return self.work.rows.n_kept * self.work.rows.n_classes if isinstance(self.work, Prepared) else 0
+
+
+class Batcher:
+    """Groups compatible requests into single engine calls on one worker thread.
+
+    Args:
+        max_wait_ms: how long the oldest request may wait for company (0: take what is queued).
+        max_batch_rows / max_batch_elements: limits of one group (kept rows; rows × classes).
+        max_queue: queued requests beyond which :meth:`submit` raises :class:`QueueFull`.
+        enabled: ``False`` computes every request alone (a group of one), for comparison.
+        observer: optional metrics hooks.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_wait_ms: float = 2.0,
+        max_batch_rows: int = 8192,
+        max_batch_elements: int = 1 << 24,
+        max_queue: int = 1024,
+        enabled: bool = True,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_batch_rows = max_batch_rows
+        self.max_batch_elements = max_batch_elements
+        self.max_queue = max_queue
+        self.enabled = enabled
+        self.observer = observer
+        self._pending: deque[_Job] = deque()
+        self._condition = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="distill-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting to be computed."""
+        return len(self._pending)
+
+    def submit(self, work: Work) -> Future[Any]:
+        """Queue validated work; the future resolves to its result (or its exception)."""
+        job = _Job(work, Future())
+        with self._condition:
+            if self._closing:
+                raise QueueFull("the batcher is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"{len(self._pending)} requests are queued (limit {self.max_queue})")
+            self._pending.append(job)
+            self._condition.notify()
+            depth = len(self._pending)
+        if self.observer:
+            self.observer.queued(depth)
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting work, finish everything queued, and stop the worker."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            group = self._next_group()
+            if group is None:
+                return
+            now = time.monotonic()
+            try:
+                if self.observer:
+                    self.observer.batch(len(group), sum(job.rows for job in group), [now - job.arrived for job in group])
+                    self.observer.queued(len(self._pending))
+                self._execute(group)
+            except Exception as error:  # a bug must fail its requests, not stop the worker
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+
+    def _next_group(self) -> list[_Job] | None:
+        """Block until work is queued; return the oldest request and its compatible company."""
+        with self._condition:
+            while not self._pending:
+                if self._closing:
+                    return None
+                self._condition.wait()
+            head = self._pending[0]
+            if head.key is None or not self.enabled:
+                return [self._pending.popleft()]
+            deadline = head.arrived + self.max_wait
+            while True:
+                group, full = self._collect(head)
+                remaining = deadline - time.monotonic()
+                if full or remaining <= 0 or self._closing:
+                    break
+                self._condition.wait(remaining)
+            for job in group:
+                self._pending.remove(job)
+            return group
+
+    def _collect(self, head: _Job) -> tuple[list[_Job], bool]:
+        """Queued jobs with the head's key, oldest first, within the limits; and whether it is full."""
+        group = [head]
+        rows, elements = head.rows, head.elements
+        for job in list(self._pending)[1:]:
+            if job.key != head.key:
+                continue
+            if rows + job.rows > self.max_batch_rows or elements + job.elements > self.max_batch_elements:
+                return group, True
+            group.append(job)
+            rows += job.rows
+            elements += job.elements
+        return group, rows >= self.max_batch_rows or elements >= self.max_batch_elements
+
+    def _execute(self, group: list[_Job]) -> None:
+        """Compute a group; if it fails, recompute its requests one by one so only the culprit fails."""
+        live = [job for job in group if job.future.set_running_or_notify_cancel()]
+        if live:
+            self._settle(live)
+
+    def _settle(self, jobs: list[_Job]) -> None:
+        try:
+            results = self._compute([job.work for job in jobs])
+        except Exception as error:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(error)
+                return
+            for job in jobs:
+                self._settle([job])
+            return
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+
+    def _compute(self, works: list[Work]) -> list[Any]:
+        """One group on the device; on CUDA out-of-memory, halves the group and tries again."""
+        try:
+            if len(works) == 1:
+                work = works[0]
+                return [run(work) if isinstance(work, Prepared) else work()]
+            return run_group(works)  # type: ignore[arg-type]
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(works) == 1:
+                raise DeviceMemoryError("the request does not fit in device memory") from None
+            middle = len(works) // 2
+            return self._compute(works[:middle]) + self._compute(works[middle:])

@@ -1,0 +1,22 @@
+"""Declarations shared by several losses: the student logits, the three teacher forms, T and T².
+
+Soft-target losses take the same student and teacher arguments with the same meaning (see
+:mod:`distill.rows.teacher`); declaring them once keeps their documentation identical everywhere.
+"""
+
+from __future__ import annotations
+
+from distill.registry import Option, TensorInput
+from distill.wire import Kind
+
+STUDENT_LOGITS = TensorInput("student_logits", Kind.FLOAT, "student", "Student logits (..., C); -inf marks a masked class.")
+
+TEACHER_FORMS = (
+    TensorInput("teacher_logits", Kind.FLOAT, "target", "Teacher logits; softmax(t / T)."),
+    TensorInput("teacher_probs", Kind.FLOAT, "target", "Teacher probabilities in [0, 1], taken as given."),
+    TensorInput("teacher_log_probs", Kind.FLOAT, "target", "Teacher log-probabilities (≤ 0), taken as given."),
+)
+
+TEMPERATURE = Option("temperature", "T > 0; divides student and teacher logits.", gt=0)
+OPTIONAL_TEMPERATURE = Option("temperature", "T > 0 (default 1) for soft targets; an error with hard labels or student_probs.", gt=0)
+SCALE_T2 = Option("scale_t2", "Multiply soft-target terms by T² (Hinton et al. 2015).")

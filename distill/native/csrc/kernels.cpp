@@ -1,0 +1,220 @@
+// Fused CPU kernels for distill's softmax and sigmoid losses.
+//
+// Why: with eager torch ops each loss is several passes over (rows, C) memory, and the
+// transcendental passes dominate; PyTorch's own fused cross-entropy already does the minimum its
+// autograd graph allows. These kernels do each loss row by row in one exponential pass (a row of
+// 32k float32 classes stays in L2 between the passes), and write the gradient in place.
+//
+// The library has a plain C ABI (called through ctypes, which releases the GIL): one entry point
+// per loss family, each taking a struct of raw pointers that distill/native/kernels.py fills from
+// tensors. distill_abi_size reports each struct's size, which the loader checks against its ctypes
+// declarations before using the library.
+// Rows are split over OpenMP threads. The library links libgomp.so.1, which is the soname of the
+// OpenMP runtime that PyTorch's Linux wheels load, so once torch is imported both share one runtime
+// and one worker pool: torch's workers keep spinning for a while after each parallel op, and separate
+// threads of ours would compete with them for the cores. The value checks that precede a loss (row
+// maxima and minima) are here too, so a whole loss call makes no parallel torch op. Non-finite results (a -inf student class where the
+// target has mass, 0·log 0 corner cases) are left for the Python side to detect: it then reruns the
+// torch path, which raises the precise error or applies the documented convention.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include <omp.h>
+
+namespace {
+
+constexpr int kFloat32 = 0;
+constexpr int kFloat64 = 1;
+constexpr int kTeacherLogits = 0;
+constexpr int kTeacherProbs = 1;
+constexpr int kTeacherLogProbs = 2;
+constexpr int kLossKL = 0;
+
+}  // namespace
+
+extern "C" {
+
+// The gradient of row i is multiplied by per_row[i] (compute dtype) when given, else by `all`.
+struct GradScale {
+    const void* per_row;
+    double all;
+};
+
+struct ExtremaArgs {
+    int dtype;
+    int64_t rows;
+    int64_t classes;
+    const void* values;  // (rows, classes)
+    void* max;  // (rows)
+    void* min;  // (rows)
+};
+
+struct HardArgs {
+    int dtype;
+    int64_t rows;  // rows to compute (kept rows)
+    int64_t classes;
+    const int64_t* kept;  // row i is student row kept[i]; null: row i
+    const void* student;
+    const void* row_max;  // per student row, or null
+    const int64_t* labels;  // per student row
+    int64_t ignore_index;
+    const void* weight;  // (classes) or null
+    double weight_sum;  // Σ weight (classes when unweighted)
+    double epsilon;
+    GradScale scale;
+    void* grad;  // (student rows, classes) or null
+    void* row_loss;  // (rows)
+};
+
+struct SoftArgs {
+    int dtype;
+    int64_t rows;
+    int64_t classes;
+    const int64_t* kept;
+    const void* student;
+    const void* teacher;
+    const void* row_max;
+    int teacher_kind;
+    int loss;  // 0: KL divergence, 1: cross-entropy
+    double inv_t;
+    double factor;  // T² or 1, applied to the row losses
+    const void* weight;  // cross-entropy class weights or null
+    double weight_sum;
+    double epsilon;
+    GradScale scale;
+    void* grad;
+    void* row_loss;
+    void* scratch;  // threads × classes elements of the compute dtype
+};
+
+struct BceArgs {
+    int dtype;
+    int64_t rows;
+    int64_t classes;
+    const int64_t* kept;
+    const void* student;
+    const void* teacher;
+    int teacher_kind;  // logits or probs
+    double inv_t;
+    double factor;
+    const void* weight;  // row r starts at weight + r * weight_row_stride; null when absent
+    int64_t weight_row_stride;
+    const void* pos_weight;
+    int64_t pos_weight_row_stride;
+    GradScale scale;
+    void* grad;
+    void* row_loss;
+};
+
+}  // extern "C"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DISTILL_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "kernels_impl.h"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+namespace baseline {
+#include "kernels_impl.h"
+}  // namespace baseline
+
+namespace {
+
+bool use_avx2() {
+#ifdef DISTILL_HAVE_AVX2
+    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return supported;
+#else
+    return false;
+#endif
+}
+
+// Run fn(thread, begin, end) over [0, rows) on up to `threads` OpenMP threads (the caller's
+// included). Small problems stay on the calling thread: waking workers costs more than they take.
+template <typename Fn>
+int parallel_rows(int64_t rows, int64_t classes, int threads, Fn fn) {
+    constexpr int64_t kMinElementsPerThread = 1 << 15;
+    const int64_t useful = rows * classes / kMinElementsPerThread;
+    int64_t count = threads < 1 ? 1 : threads;
+    count = count < rows ? count : rows;
+    count = count < useful ? count : (useful < 1 ? 1 : useful);
+    if (count <= 1) {
+        fn(0, 0, rows);
+        return 0;
+    }
+#pragma omp parallel num_threads(static_cast<int>(count))
+    {
+        const int64_t team = omp_get_num_threads();
+        const int64_t thread = omp_get_thread_num();
+        const int64_t per = (rows + team - 1) / team;
+        const int64_t begin = thread * per;
+        const int64_t end = begin + per < rows ? begin + per : rows;
+        if (begin < end) fn(static_cast<int>(thread), begin, end);
+    }
+    return 0;
+}
+
+}  // namespace
+
+// Calls the AVX2+FMA build of a kernel when `fast` (the CPU has it), else the baseline build.
+#ifdef DISTILL_HAVE_AVX2
+#define DISTILL_DISPATCH(fast, kernel, ...) ((fast) ? avx2::kernel(__VA_ARGS__) : baseline::kernel(__VA_ARGS__))
+#else
+#define DISTILL_DISPATCH(fast, kernel, ...) ((void)(fast), baseline::kernel(__VA_ARGS__))
+#endif
+
+extern "C" {
+
+__attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* args, int threads) {
+    const ExtremaArgs& a = *args;
+    const bool fast = use_avx2();
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, extrema, a, begin, end);
+    });
+}
+
+__attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args, int threads) {
+    const HardArgs& a = *args;
+    const bool fast = use_avx2();
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, ce_hard, a, begin, end);
+    });
+}
+
+__attribute__((visibility("default"))) int distill_soft(const SoftArgs* args, int threads) {
+    const SoftArgs& a = *args;
+    const bool fast = use_avx2();
+    const size_t element = a.dtype == kFloat64 ? sizeof(double) : sizeof(float);
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast, element](int thread, int64_t begin, int64_t end) {
+        void* scratch = static_cast<char*>(a.scratch) + static_cast<size_t>(thread) * static_cast<size_t>(a.classes) * element;
+        DISTILL_DISPATCH(fast, soft, a, begin, end, scratch);
+    });
+}
+
+__attribute__((visibility("default"))) int distill_bce(const BceArgs* args, int threads) {
+    const BceArgs& a = *args;
+    const bool fast = use_avx2();
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, bce, a, begin, end);
+    });
+}
+
+__attribute__((visibility("default"))) int distill_isa() { return use_avx2() ? 2 : 0; }
+
+// sizeof the named argument struct, or -1 for a name this library does not know.
+__attribute__((visibility("default"))) int64_t distill_abi_size(const char* name) {
+    if (std::strcmp(name, "GradScale") == 0) return sizeof(GradScale);
+    if (std::strcmp(name, "ExtremaArgs") == 0) return sizeof(ExtremaArgs);
+    if (std::strcmp(name, "HardArgs") == 0) return sizeof(HardArgs);
+    if (std::strcmp(name, "SoftArgs") == 0) return sizeof(SoftArgs);
+    if (std::strcmp(name, "BceArgs") == 0) return sizeof(BceArgs);
+    return -1;
+}
+
+}  // extern "C"

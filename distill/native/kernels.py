@@ -1,0 +1,413 @@
+"""The fused CPU kernels (``csrc/``): ctypes declarations, calls, and the adapters the losses use.
+
+Why a compiled kernel: with eager torch ops a loss is a chain of whole-tensor passes (softmax, max,
+products, sums…), and on CPU the transcendental passes dominate. The fused kernels do a softmax loss
+row by row in a single exponential pass, with the row still in cache for the gradient pass, and
+write the gradient straight into the output. They cover float32 and float64 CPU tensors for
+hard- and soft-target cross-entropy, KL divergence and BCE with logits; everything else (CUDA,
+float16/bfloat16 storage, BCE on probabilities, element-wise ``none`` output) runs on torch ops.
+
+A loss hands the chunked driver (:mod:`distill.rows.kernel`) a *fused kernel*: a function of one
+:class:`FusedCall` (every kept row at once) that returns whether it computed it. The builders at the
+end of this module (:func:`soft_fused`, :func:`bce_fused`, :func:`ce_hard_fused`) close over a
+request's options and per-row data and make one. Loading and the on/off switch are
+:mod:`distill.native.loader`'s; row work is split over ``torch.get_num_threads()`` OpenMP threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill.native import loader
+
+TEACHER_KINDS = {"logits": 0, "probs": 1, "log_probs": 2}
+LOSS_KL, LOSS_CE = 0, 1
+_DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+class GradScale(ctypes.Structure):
+    _fields_ = (("per_row", ctypes.c_void_p), ("all", ctypes.c_double))
+
+
+class ExtremaArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("values", ctypes.c_void_p),
+        ("max", ctypes.c_void_p),
+        ("min", ctypes.c_void_p),
+    )
+
+
+class HardArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("kept", ctypes.c_void_p),
+        ("student", ctypes.c_void_p),
+        ("row_max", ctypes.c_void_p),
+        ("labels", ctypes.c_void_p),
+        ("ignore_index", ctypes.c_int64),
+        ("weight", ctypes.c_void_p),
+        ("weight_sum", ctypes.c_double),
+        ("epsilon", ctypes.c_double),
+        ("scale", GradScale),
+        ("grad", ctypes.c_void_p),
+        ("row_loss", ctypes.c_void_p),
+    )
+
+
+class SoftArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("kept", ctypes.c_void_p),
+        ("student", ctypes.c_void_p),
+        ("teacher", ctypes.c_void_p),
+        ("row_max", ctypes.c_void_p),
+        ("teacher_kind", ctypes.c_int),
+        ("loss", ctypes.c_int),
+        ("inv_t", ctypes.c_double),
+        ("factor", ctypes.c_double),
+        ("weight", ctypes.c_void_p),
+        ("weight_sum", ctypes.c_double),
+        ("epsilon", ctypes.c_double),
+        ("scale", GradScale),
+        ("grad", ctypes.c_void_p),
+        ("row_loss", ctypes.c_void_p),
+        ("scratch", ctypes.c_void_p),
+    )
+
+
+class BceArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("kept", ctypes.c_void_p),
+        ("student", ctypes.c_void_p),
+        ("teacher", ctypes.c_void_p),
+        ("teacher_kind", ctypes.c_int),
+        ("inv_t", ctypes.c_double),
+        ("factor", ctypes.c_double),
+        ("weight", ctypes.c_void_p),
+        ("weight_row_stride", ctypes.c_int64),
+        ("pos_weight", ctypes.c_void_p),
+        ("pos_weight_row_stride", ctypes.c_int64),
+        ("scale", GradScale),
+        ("grad", ctypes.c_void_p),
+        ("row_loss", ctypes.c_void_p),
+    )
+
+
+@dataclass(frozen=True)
+class FusedCall:
+    """What a fused kernel computes in one call: every kept row.
+
+    Attributes:
+        student: the student as (n_rows, C), contiguous, in the compute dtype.
+        kept: int64 indices of the kept rows, or ``None`` when every row is kept.
+        grad_scale: a float, or a contiguous (n_kept,) tensor of per-row scales.
+        grad: the (n_rows, C) gradient to write (kept rows only), or ``None``.
+        row_loss: the (n_kept,) per-row losses to write.
+    """
+
+    student: Tensor
+    kept: Tensor | None
+    grad_scale: float | Tensor
+    grad: Tensor | None
+    row_loss: Tensor
+
+
+#: Returns whether it computed the call (False: use the chunked torch kernel).
+Fused = Callable[[FusedCall], bool]
+
+_STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "GradScale": GradScale,
+    "ExtremaArgs": ExtremaArgs,
+    "HardArgs": HardArgs,
+    "SoftArgs": SoftArgs,
+    "BceArgs": BceArgs,
+}
+
+
+def _load() -> ctypes.CDLL | None:
+    library = loader.load_library("distill.native._kernels", _STRUCTS)
+    if library is None:
+        return None
+    entry_points = (("distill_extrema", ExtremaArgs), ("distill_ce_hard", HardArgs), ("distill_soft", SoftArgs), ("distill_bce", BceArgs))
+    for name, args in entry_points:
+        function = getattr(library, name)
+        function.argtypes = (ctypes.POINTER(args), ctypes.c_int)
+        function.restype = ctypes.c_int
+    library.distill_isa.restype = ctypes.c_int
+    return library
+
+
+_LIBRARY = _load()
+
+
+def available() -> bool:
+    """Whether the compiled kernels were built and load."""
+    return _LIBRARY is not None
+
+
+def enabled() -> bool:
+    """Whether losses use the compiled kernels: built, loaded, and not switched off."""
+    return _LIBRARY is not None and loader.enabled()
+
+
+def instruction_set() -> str:
+    """Which build of the kernels runs on this CPU: ``avx2`` or ``baseline`` (``none`` if not built)."""
+    if _LIBRARY is None:
+        return "none"
+    return "avx2" if _LIBRARY.distill_isa() == 2 else "baseline"
+
+
+def supports(student: Tensor) -> bool:
+    """Whether a (rows, C) student can be computed natively: CPU, float32/float64, contiguous."""
+    return enabled() and student.device.type == "cpu" and student.dtype in _DTYPES and student.is_contiguous()
+
+
+def _pointer(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def operand(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A tensor as the kernels read it: the compute dtype, contiguous (a no-op when it already is)."""
+    return None if tensor is None else tensor.to(dtype).contiguous()
+
+
+def _scale(scale: float | Tensor) -> GradScale:
+    if isinstance(scale, Tensor):
+        return GradScale(scale.data_ptr(), 0.0)
+    return GradScale(None, float(scale))
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def row_extrema(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row maximum and minimum of a supported (rows, C) tensor, NaN where a row holds a NaN.
+
+    The same values as ``amax``/``amin`` over the last dimension, in one pass on this library's
+    threads (see :func:`supports`).
+    """
+    rows, classes = values.shape
+    high = torch.empty(rows, dtype=values.dtype)
+    low = torch.empty(rows, dtype=values.dtype)
+    args = ExtremaArgs(_DTYPES[values.dtype], rows, classes, values.data_ptr(), high.data_ptr(), low.data_ptr())
+    assert _LIBRARY is not None
+    if _LIBRARY.distill_extrema(ctypes.byref(args), _threads()) != 0:
+        return values.amax(dim=-1), values.amin(dim=-1)
+    return high, low
+
+
+def ce_hard(
+    student: Tensor,
+    kept: Tensor | None,
+    row_max: Tensor | None,
+    labels: Tensor,
+    ignore_index: int,
+    weight: Tensor | None,
+    epsilon: float,
+    scale: float | Tensor,
+    grad: Tensor | None,
+    row_loss: Tensor,
+) -> bool:
+    """Hard-label cross-entropy of the kept rows into ``row_loss`` (and ``grad``); False on failure.
+
+    ``labels`` (int64), ``row_max`` and ``weight`` must already be contiguous in the right dtypes,
+    ``scale`` a float or a contiguous per-kept-row tensor of the compute dtype.
+    """
+    n_classes = student.shape[1]
+    args = HardArgs(
+        dtype=_DTYPES[student.dtype],
+        rows=row_loss.numel(),
+        classes=n_classes,
+        kept=_pointer(kept),
+        student=student.data_ptr(),
+        row_max=_pointer(row_max),
+        labels=labels.data_ptr(),
+        ignore_index=ignore_index,
+        weight=_pointer(weight),
+        weight_sum=float(n_classes) if weight is None else float(weight.sum()),
+        epsilon=epsilon,
+        scale=_scale(scale),
+        grad=_pointer(grad),
+        row_loss=row_loss.data_ptr(),
+    )
+    assert _LIBRARY is not None
+    return _LIBRARY.distill_ce_hard(ctypes.byref(args), _threads()) == 0
+
+
+def soft(
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    loss: int,
+    kept: Tensor | None,
+    row_max: Tensor | None,
+    temperature: float,
+    factor: float,
+    weight: Tensor | None,
+    epsilon: float,
+    scale: float | Tensor,
+    grad: Tensor | None,
+    row_loss: Tensor,
+) -> bool:
+    """KL divergence (``LOSS_KL``) or soft-target cross-entropy (``LOSS_CE``) of the kept rows."""
+    threads = _threads()
+    n_classes = student.shape[1]
+    scratch = torch.empty(threads * n_classes if grad is not None else 0, dtype=student.dtype)
+    args = SoftArgs(
+        dtype=_DTYPES[student.dtype],
+        rows=row_loss.numel(),
+        classes=n_classes,
+        kept=_pointer(kept),
+        student=student.data_ptr(),
+        teacher=teacher.data_ptr(),
+        row_max=_pointer(row_max),
+        teacher_kind=TEACHER_KINDS[kind],
+        loss=loss,
+        inv_t=1.0 / temperature,
+        factor=factor,
+        weight=_pointer(weight),
+        weight_sum=float(n_classes) if weight is None else float(weight.sum()),
+        epsilon=epsilon,
+        scale=_scale(scale),
+        grad=_pointer(grad),
+        row_loss=row_loss.data_ptr(),
+        scratch=scratch.data_ptr(),
+    )
+    assert _LIBRARY is not None
+    return _LIBRARY.distill_soft(ctypes.byref(args), threads) == 0
+
+
+def bce(
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    kept: Tensor | None,
+    temperature: float,
+    factor: float,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    scale: float | Tensor,
+    grad: Tensor | None,
+    row_loss: Tensor,
+) -> bool:
+    """BCE with logits of the kept rows. ``weight``/``pos_weight`` are (rows, C) with row stride 0 or C."""
+    args = BceArgs(
+        dtype=_DTYPES[student.dtype],
+        rows=row_loss.numel(),
+        classes=student.shape[1],
+        kept=_pointer(kept),
+        student=student.data_ptr(),
+        teacher=teacher.data_ptr(),
+        teacher_kind=TEACHER_KINDS[kind],
+        inv_t=1.0 / temperature,
+        factor=factor,
+        weight=_pointer(weight),
+        weight_row_stride=0 if weight is None else weight.stride(0),
+        pos_weight=_pointer(pos_weight),
+        pos_weight_row_stride=0 if pos_weight is None else pos_weight.stride(0),
+        scale=_scale(scale),
+        grad=_pointer(grad),
+        row_loss=row_loss.data_ptr(),
+    )
+    assert _LIBRARY is not None
+    return _LIBRARY.distill_bce(ctypes.byref(args), _threads()) == 0
+
+
+def soft_fused(
+    teacher: Tensor, kind: str, row_max: Tensor, loss: int, temperature: float, factor: float, weight: Tensor | None, epsilon: float
+) -> Fused:
+    """The soft-target kernel (``LOSS_KL`` or ``LOSS_CE``) for (rows, C) teacher rows of ``kind``:
+    student and teacher exponentials in one pass per row."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = operand(teacher, dtype)
+        assert teacher_rows is not None
+        return soft(
+            call.student,
+            teacher_rows,
+            kind,
+            loss,
+            call.kept,
+            operand(row_max, dtype),
+            temperature,
+            factor,
+            operand(weight, dtype),
+            epsilon,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
+
+
+def _row_operand(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A (rows, C) weight in the layout the BCE kernel reads: rows contiguous, or one shared row."""
+    if tensor is None:
+        return None
+    converted = tensor.to(dtype)
+    if converted.stride(0) == 0:
+        return converted[:1].contiguous().expand_as(converted)
+    return converted.contiguous()
+
+
+def bce_fused(teacher: Tensor, kind: str, temperature: float, factor: float, weight: Tensor | None, pos_weight: Tensor | None) -> Fused:
+    """The BCE-with-logits kernel: one pass, softplus(−x) = max(−x, 0) + log1p(e^−|x|)."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = operand(teacher, dtype)
+        assert teacher_rows is not None
+        return bce(
+            call.student,
+            teacher_rows,
+            kind,
+            call.kept,
+            temperature,
+            factor,
+            _row_operand(weight, dtype),
+            _row_operand(pos_weight, dtype),
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
+
+
+def ce_hard_fused(labels: Tensor, row_max: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Fused:
+    """The hard-label cross-entropy kernel: one exponential pass per row."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        return ce_hard(
+            call.student,
+            call.kept,
+            operand(row_max, dtype),
+            labels.contiguous(),
+            ignore_index,
+            operand(weight, dtype),
+            epsilon,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused

@@ -1,0 +1,79 @@
+"""Value checks on kept rows: read-only reduction passes, detail only on failure.
+
+Each check reduces a (rows, C) tensor to per-row max (and min where needed; NaN propagates through
+both), decides from
+those few numbers whether any kept row is bad, and only then scans for the first offending element
+so the error can name it. Rows dropped by the mask are never inspected: padding may hold anything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from distill.errors import InputError
+from distill.native import kernels as native
+from distill.rows.layout import Rows, unravel
+
+
+def _extrema(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Row maxima and minima, NaN for rows holding a NaN (one native pass where supported)."""
+    if native.supports(flat):
+        return native.row_extrema(flat)
+    return flat.amax(dim=-1), flat.amin(dim=-1)
+
+
+def _kept(rows: Rows, per_row: Tensor) -> Tensor:
+    return per_row if rows.kept is None else per_row.index_select(0, rows.kept)
+
+
+def _raise_first(name: str, reason: str, rows: Rows, bad: Tensor) -> None:
+    """Raise at the first True element of a (n_rows, C) mask, restricted to kept rows."""
+    if rows.kept is not None:
+        keep = torch.zeros(rows.n_rows, dtype=torch.bool, device=bad.device)
+        keep[rows.kept] = True
+        bad = bad & keep[:, None]
+    flat = int(bad.reshape(-1).nonzero()[0, 0])
+    raise InputError(name, reason, unravel(flat, tuple(rows.shape)))
+
+
+def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) -> Tensor:
+    """Logits must not be NaN or +inf, and each kept row needs a finite value.
+
+    With ``allow_neg_inf`` a -inf logit marks a masked class (where it meets teacher mass is the
+    kernels' concern: it shows up there as an infinite row loss). Returns the row maxima of all
+    rows, shape (n_rows,), which softmax kernels reuse.
+    """
+    row_max, row_min = _extrema(flat)
+    high = _kept(rows, row_max)
+    if bool(torch.isfinite(high).all()) and (allow_neg_inf or bool(torch.isfinite(_kept(rows, row_min)).all())):
+        return row_max
+    if bool(torch.isnan(high).any()):
+        _raise_first(name, "must not be NaN", rows, torch.isnan(flat))
+    if bool((high == math.inf).any()):
+        _raise_first(name, "must not be +inf", rows, flat == math.inf)
+    if bool((high == -math.inf).any()):
+        if not allow_neg_inf:
+            _raise_first(name, "must be finite, got -inf", rows, flat == -math.inf)
+        row = int((high == -math.inf).nonzero()[0, 0])
+        flat_row = row if rows.kept is None else int(rows.kept[row])
+        raise InputError(name, "row has no finite value (every class is -inf)", unravel(flat_row, rows.lead_shape))
+    if not allow_neg_inf and bool((_kept(rows, row_min) == -math.inf).any()):
+        _raise_first(name, "must be finite, got -inf", rows, flat == -math.inf)
+    return row_max
+
+
+def check_probs(flat: Tensor, name: str, rows: Rows) -> None:
+    """Probabilities must lie in [0, 1] (NaN fails the comparison and is reported too)."""
+    high, low = (_kept(rows, extreme) for extreme in _extrema(flat))
+    if not bool(((low >= 0) & (high <= 1)).all()):
+        _raise_first(name, "must be a probability in [0, 1]", rows, ~((flat >= 0) & (flat <= 1)))
+
+
+def check_log_probs(flat: Tensor, name: str, rows: Rows) -> None:
+    """Log-probabilities must be <= 0 and not NaN (-inf is probability 0 and allowed)."""
+    high = _kept(rows, _extrema(flat)[0])
+    if not bool((high <= 0).all()):
+        _raise_first(name, "must be a log-probability <= 0 and not NaN", rows, ~(flat <= 0))

@@ -1,0 +1,134 @@
+"""Chunked execution of a loss kernel over the kept rows of a student tensor.
+
+A *kernel* maps one chunk of student rows (already in the compute dtype) to per-row losses, and
+optionally per-element losses and the gradient. The driver owns everything else: chunking, gathering
+masked rows, the output buffers, writing gradients straight into the caller-visible tensor when the
+layout allows it, and per-row gradient scales. Per-row scales are what let one call compute many
+requests at once (each request's rows carry its own normaliser) while every request gets exactly
+its solo answer.
+
+A loss may also offer a *fused* kernel (:mod:`distill.native.kernels`) that computes every kept row in one
+compiled call. The driver prefers it where it applies (CPU, float32/float64, no element-wise output
+for element-wise losses) and falls back to the chunked torch kernel when it declines or a row loss
+comes out non-finite: the torch kernel then raises the precise error (a -inf student class where the
+target has mass) or applies the documented 0·log 0 conventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill.native import kernels as native
+from distill.native.kernels import Fused, FusedCall
+from distill.rows.layout import Rows, RowSelection, compute_dtype, put, take
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of kept rows handed to a kernel.
+
+    Attributes:
+        selection: which flat rows these are (a slice, or an index tensor when masked).
+        positions: which kept rows these are (indexes per-kept-row tensors such as labels or scales).
+        student: the student rows in the compute dtype (may be a view of the caller's tensor: do not
+            modify it in place).
+        grad_scale: multiply the gradient by this: a float, or a (rows, 1) tensor.
+        grad_out: the caller-visible gradient rows, when they can be written in place (else
+            ``None``). A kernel may compute into it and return it; anything else it returns is copied.
+        row_max: the student rows' maxima in the compute dtype, when the caller passed them.
+    """
+
+    selection: RowSelection
+    positions: slice
+    student: Tensor
+    grad_scale: float | Tensor
+    grad_out: Tensor | None
+    row_max: Tensor | None
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a kernel returns for a chunk: per-row loss, optional elements and gradient."""
+
+    row_loss: Tensor
+    elements: Tensor | None
+    grad: Tensor | None
+
+
+Kernel = Callable[[Chunk, bool, bool], ChunkResult]
+
+
+@dataclass(frozen=True)
+class KernelOutput:
+    """Per-kept-row losses plus the full-size element losses and gradient, when asked for."""
+
+    row_loss: Tensor
+    elements: Tensor | None
+    grad: Tensor | None
+
+
+def run_kernel(
+    rows: Rows,
+    student_flat: Tensor,
+    kernel: Kernel,
+    *,
+    grad_scale: float | Tensor,
+    want_grad: bool,
+    want_elements: bool,
+    elements_per_row: bool = False,
+    row_max: Tensor | None = None,
+    fused: Fused | None = None,
+) -> KernelOutput:
+    """Run ``kernel`` over the kept rows in chunks and assemble the outputs.
+
+    Args:
+        rows: the row layout (which rows are kept).
+        student_flat: the student as (n_rows, C), in its original dtype.
+        kernel: called as ``kernel(chunk, want_grad, want_elements)``.
+        grad_scale: a float applied to every row, or a (n_kept,) tensor of per-row scales.
+        want_grad: compute the gradient (else ``grad`` is ``None``).
+        want_elements: collect element losses into a full (n_rows, C) tensor (or (n_rows,) with
+            ``elements_per_row``), zero on dropped rows.
+        row_max: optional (n_rows,) maxima of the student rows, handed to the kernel per chunk.
+        fused: the loss's fused kernel, tried first where it applies.
+    """
+    dtype = compute_dtype(student_flat.dtype)
+    device = student_flat.device
+    masked = rows.kept is not None
+    alloc = torch.zeros if masked else torch.empty
+    grad = alloc(student_flat.shape, dtype=student_flat.dtype, device=device) if want_grad else None
+    element_shape = (rows.n_rows,) if elements_per_row else (rows.n_rows, rows.n_classes)
+    elements = alloc(element_shape, dtype=dtype, device=device) if want_elements else None
+    row_loss = torch.empty(rows.n_kept, dtype=dtype, device=device)
+    if fused is not None and (elements_per_row or not want_elements) and native.supports(student_flat):
+        scale = grad_scale if isinstance(grad_scale, float) else grad_scale.contiguous()
+        if fused(FusedCall(student_flat, rows.kept, scale, grad, row_loss)) and bool(torch.isfinite(row_loss).all()):
+            if elements is not None:
+                put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)
+            return KernelOutput(row_loss, elements, grad)
+    write_in_place = grad is not None and not masked and grad.dtype == dtype
+    position = 0
+    for selection in rows.chunks():
+        count = selection.stop - selection.start if isinstance(selection, slice) else int(selection.numel())
+        positions = slice(position, position + count)
+        position += count
+        scale = grad_scale if isinstance(grad_scale, float) else grad_scale[positions].unsqueeze(1)
+        chunk = Chunk(
+            selection=selection,
+            positions=positions,
+            student=take(student_flat, selection).to(dtype),
+            grad_scale=scale,
+            grad_out=grad[selection] if write_in_place and grad is not None else None,
+            row_max=None if row_max is None else take(row_max, selection).to(dtype),
+        )
+        result = kernel(chunk, want_grad, want_elements)
+        row_loss[positions] = result.row_loss
+        if elements is not None and result.elements is not None:
+            put(elements, selection, result.elements)
+        if grad is not None and result.grad is not None and result.grad is not chunk.grad_out:
+            put(grad, selection, result.grad)
+    return KernelOutput(row_loss, elements, grad)

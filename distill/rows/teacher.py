@@ -1,0 +1,78 @@
+"""The teacher side of soft-target losses: exactly one of logits, probabilities or log-probabilities.
+
+Teacher *logits* are divided by the temperature T before the softmax (or sigmoid for BCE); teacher
+probabilities and log-probabilities are taken as given, whatever T is (Hinton et al. 2015 soften
+logits, not distributions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from distill.errors import InputError
+from distill.rows.checks import check_log_probs, check_logits, check_probs
+from distill.rows.layout import Rows, check_same_shape
+
+TeacherKind = Literal["logits", "probs", "log_probs"]
+
+_ARGUMENT = {"logits": "teacher_logits", "probs": "teacher_probs", "log_probs": "teacher_log_probs"}
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A validated teacher tensor flattened to (n_rows, C), in its original dtype."""
+
+    kind: TeacherKind
+    flat: Tensor
+
+    @property
+    def argument(self) -> str:
+        """The request argument this teacher came from."""
+        return _ARGUMENT[self.kind]
+
+
+def resolve_teacher(
+    rows: Rows,
+    device: torch.device,
+    *,
+    logits: Tensor | None,
+    probs: Tensor | None,
+    log_probs: Tensor | None,
+    allowed: tuple[TeacherKind, ...],
+) -> Teacher:
+    """Pick the single given teacher form, check its shape and values, and flatten it."""
+    given: dict[TeacherKind, Tensor | None] = {"logits": logits, "probs": probs, "log_probs": log_probs}
+    present = [form for form, value in given.items() if value is not None]
+    names = " or ".join(_ARGUMENT[form] for form in allowed)
+    for form in present:
+        if form not in allowed:
+            raise InputError(_ARGUMENT[form], f"is not accepted by this loss; give {names}")
+    if len(present) != 1:
+        what = "both" if present else "neither"
+        raise InputError("teacher", f"give exactly one of {names} ({what} given)")
+    kind = present[0]
+    tensor = given[kind]
+    assert tensor is not None
+    name = _ARGUMENT[kind]
+    check_same_shape(tensor, name, rows)
+    flat = rows.flat(tensor.to(device))
+    if kind == "logits":
+        check_logits(flat, name, rows, allow_neg_inf=True)
+    elif kind == "probs":
+        check_probs(flat, name, rows)
+    else:
+        check_log_probs(flat, name, rows)
+    return Teacher(kind, flat)
+
+
+def distribution(chunk: Tensor, kind: TeacherKind, temperature: float) -> Tensor:
+    """Teacher class probabilities of a (rows, C) chunk, already in the compute dtype."""
+    if kind == "logits":
+        return torch.softmax(chunk if temperature == 1.0 else chunk / temperature, dim=-1)
+    if kind == "log_probs":
+        return chunk.exp()
+    return chunk

@@ -1,0 +1,94 @@
+"""Reading request bodies: a size limit enforced while streaming, and JSON parsing.
+
+The limit is checked against ``Content-Length`` before anything is read and again as chunks arrive,
+so an oversized body is refused (413) without buffering it. Parsing first cuts the tensors out of the
+body with the compiled reader (:mod:`service.codec.json_reader`, which parses their numbers in the same pass,
+outside the GIL), then parses the rest with simdjson: objects become dicts, arrays of objects (``terms``)
+become lists, the cut-out tensors come back in their placeholders' places, and any other array stays
+a lazy simdjson array for the tensor decoder (:mod:`service.codec.tensors`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import simdjson
+from starlette.requests import Request
+
+from service.codec import json_reader
+from service.errors import BodyTooLarge, MalformedBody, NotAnObject
+
+
+def too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_parsers = threading.local()
+
+
+def _parse(body: bytes) -> Any:
+    """Parse with this thread's parser: reusing one halves the time (its buffers are already mapped).
+
+    A parser cannot be reused while values from its last document are alive (an exception may still
+    hold some); then this thread gets a fresh one.
+    """
+    parser = getattr(_parsers, "parser", None)
+    if parser is not None:
+        try:
+            return parser.parse(body)
+        except RuntimeError:
+            pass
+    _parsers.parser = simdjson.Parser()
+    return _parsers.parser.parse(body)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body.
+
+    Raises:
+        MalformedBody: the body is empty or not valid JSON.
+        NotAnObject: it is JSON but not an object.
+    """
+    if not body.strip():
+        raise MalformedBody("the request body is empty; send a JSON object")
+    extracted = json_reader.extract(body)
+    try:
+        document = _parse(extracted.envelope if extracted else body)
+    except ValueError as error:
+        raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    if not isinstance(document, simdjson.Object):
+        raise NotAnObject("the request body must be a JSON object")
+    return _convert(document, extracted.values if extracted else {})
+
+
+def _convert(value: Any, extracted: dict[str, Any]) -> Any:
+    if isinstance(value, simdjson.Object):
+        keys = list(value.keys())
+        if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them
+            return {key: _convert(item, extracted) for key, item in value.items()}
+        return {key: _convert(value[key], extracted) for key in keys}
+    if isinstance(value, simdjson.Array) and len(value) and isinstance(value[0], simdjson.Object):
+        return [_convert(item, extracted) for item in value]
+    if isinstance(value, dict):
+        return {key: _convert(item, extracted) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_convert(item, extracted) for item in value]
+    if isinstance(value, str):
+        return extracted.get(value, value)
+    return value

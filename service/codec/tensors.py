@@ -1,0 +1,210 @@
+"""Tensor wire formats: JSON nested lists and base64 binary objects, decoded without per-float Python.
+
+Two encodings, chosen per tensor by the client:
+
+* nested JSON lists of numbers, any depth ≥ 1 (a bare number or boolean for 0-d labels and masks);
+  float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
+* ``{"dtype": ..., "shape": [...], "data": "<base64>"}``, little-endian, row-major.
+
+Tensors arrive from :mod:`service.codec.body` already cut out of the body by the compiled reader
+(:class:`~service.codec.json_reader.NumberArray`, numbers already parsed, copied out as the field's
+kind needs; base64 ``data`` as a :class:`~service.codec.json_reader.PlainString`), or, when the reader is off
+or did not take them, as lazy simdjson arrays: their numbers are copied into a buffer in C (strictly:
+strings, booleans and null are rejected) and the nesting is checked with one length test per inner
+array. Never one Python object per number. Responses encode tensors the same two ways. The binary
+format itself (dtype names, byte order, bfloat16) is :mod:`distill.wire`, shared with the client.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pybase64
+import simdjson
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from distill import wire
+from distill.wire import Kind
+from service.codec.json_reader import InexactInteger, NumberArray, PlainString
+from service.codec.parts import Payload
+from service.errors import NotRepresentable, TensorTooLarge
+
+Encoding = Literal["json", "base64"]
+#: The names of :data:`distill.wire.DTYPES`, spelt out for the schema (a test keeps the two equal).
+WireDtype = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"]
+
+
+class BinaryTensor(BaseModel):
+    """A tensor as raw little-endian row-major bytes in base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: WireDtype
+    shape: list[int] = Field(description="Dimensions, row-major; the class dimension last.")
+    data: str = Field(description="base64 of prod(shape) × itemsize bytes, little-endian.", json_schema_extra={"format": "byte"})
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """A decoded tensor and the encoding it arrived in (responses mirror the student's)."""
+
+    tensor: torch.Tensor
+    encoding: Encoding
+
+
+def _bad(detail: str, index: tuple[int, ...] | None = None) -> PydanticCustomError:
+    """A 422-bound tensor error; pydantic attaches the field's full path (e.g. ``terms.0.labels``)."""
+    return PydanticCustomError("invalid_tensor", "{reason}", {"reason": detail, "index": list(index) if index else None})
+
+
+def _too_large(field: str, elements: int, limit: int) -> TensorTooLarge:
+    return TensorTooLarge(f"{field}: {elements} elements exceeds the limit of {limit}", field=field)
+
+
+def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False) -> WireTensor:
+    """Decode one tensor field from its parsed JSON value.
+
+    JSON floats are float64 unless ``single`` (the request computes in float32): then they are
+    rounded to float32 in the one copy out of the parsed document, the values a later cast would give.
+    """
+    if isinstance(value, NumberArray):
+        return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json")
+    if isinstance(value, simdjson.Array):
+        return WireTensor(_decode_nested(value, kind, field, max_elements, single), "json")
+    if isinstance(value, dict):
+        return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
+    if kind is Kind.INDEX and isinstance(value, int) and not isinstance(value, bool):
+        return WireTensor(torch.tensor(value, dtype=torch.int64), "json")
+    if kind is Kind.MASK and isinstance(value, bool):
+        return WireTensor(torch.tensor(value), "json")
+    expected = "a nested list of numbers or a {dtype, shape, data} object"
+    raise _bad(f"must be {expected}, got {type(value).__name__}")
+
+
+def _nested_shape(array: simdjson.Array) -> tuple[int, ...]:
+    """Shape of a nested array, checking that every inner array has the same length as its siblings."""
+    shape: list[int] = []
+    node: Any = array
+    while isinstance(node, simdjson.Array):
+        shape.append(len(node))
+        if len(node) == 0:
+            break
+        node = node[0]
+    _check_level(array, tuple(shape), ())
+    return tuple(shape)
+
+
+def _check_level(node: simdjson.Array, shape: tuple[int, ...], at: tuple[int, ...]) -> None:
+    depth = len(at)
+    if depth == len(shape) - 1:
+        return
+    for position, child in enumerate(node):
+        where = (*at, position)
+        if not isinstance(child, simdjson.Array) or len(child) != shape[depth + 1]:
+            length = len(child) if isinstance(child, simdjson.Array) else "a number"
+            raise _bad(f"ragged nesting: expected a list of {shape[depth + 1]} at {list(where)}, got {length}", where)
+        _check_level(child, shape, where)
+
+
+def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
+    shape = _nested_shape(array)
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if kind is Kind.MASK:
+        values = np.array(array.as_list())
+        if values.dtype != np.bool_ and values.size:
+            raise _bad("must hold only true/false")
+        return torch.from_numpy(values.astype(np.bool_).reshape(shape))
+    try:
+        buffer = array.as_buffer(of_type="d" if kind is Kind.FLOAT else "i")
+    except (TypeError, ValueError):
+        what = "numbers" if kind is Kind.FLOAT else "integers"
+        raise _bad(f"must hold only {what} (no strings, booleans, null or objects)") from None
+    values = np.frombuffer(buffer, dtype=np.float64 if kind is Kind.FLOAT else np.int64)
+    if values.size != elements:
+        raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
+    return torch.from_numpy(values.astype(np.float32 if single and kind is Kind.FLOAT else values.dtype)).reshape(shape)
+
+
+def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
+    elements = math.prod(array.shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if kind is Kind.MASK:
+        raise _bad("must hold only true/false")
+    if kind is Kind.INDEX and not array.integral:
+        raise _bad("must hold only integers (no strings, booleans, null or objects)")
+    try:
+        values = array.floats(single) if kind is Kind.FLOAT else array.integers()
+    except InexactInteger as error:
+        raise _bad(f"holds {error}") from None
+    return torch.from_numpy(values)
+
+
+def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    unknown = sorted(set(value) - {"dtype", "shape", "data"})
+    if unknown or not {"dtype", "shape", "data"} <= set(value):
+        raise _bad("a binary tensor has exactly the keys dtype, shape and data" + (f" (unknown: {unknown})" if unknown else ""))
+    dtype_name, shape_value, data = value["dtype"], value["shape"], value["data"]
+    if dtype_name not in kind.dtypes:
+        raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {dtype_name!r}")
+    if isinstance(shape_value, NumberArray):
+        shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
+    else:
+        shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
+    if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
+        raise _bad("shape must be a list of non-negative integers")
+    shape = tuple(shape_list)
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise _too_large(field, elements, max_elements)
+    if isinstance(data, PlainString):
+        data = data.content()
+    elif not isinstance(data, str):
+        raise _bad("data must be a base64 string")
+    try:
+        raw = pybase64.b64decode_as_bytearray(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("data is not valid base64") from None
+    itemsize = wire.itemsize(dtype_name)
+    if len(raw) != elements * itemsize:
+        raise _bad(f"data has {len(raw)} bytes; {dtype_name} × shape {list(shape)} needs {elements * itemsize}")
+    tensor = wire.from_bytes(raw, dtype_name, shape)
+    return tensor.bool() if kind is Kind.MASK else tensor
+
+
+def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
+    """Encode a result tensor: a numpy array (orjson writes nested lists) or a base64 object.
+
+    The base64 text goes into the response as a :class:`~service.responses.Payload`: sent as its
+    own part of the body, so it is neither decoded to ``str`` nor copied into the JSON text (11 MB at
+    (64, 32000) float32).
+
+    JSON has no NaN or infinity (orjson would write null), so a non-finite value in a JSON
+    response is an error rather than a silent null; base64 carries such values faithfully.
+    """
+    tensor = tensor.detach().cpu().contiguous()
+    if encoding == "base64":
+        data = Payload(pybase64.b64encode(wire.to_bytes(tensor).data))
+        return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "data": data}
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise NotRepresentable(
+            f"{field} has values that overflow {wire.NAMES[tensor.dtype]} and JSON cannot carry infinity; "
+            "send float32/float64 inputs or ask for response_encoding=base64",
+            field=field,
+        )
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+def encode_number(value: float, field: str) -> float:
+    """A scalar for a JSON response, refusing NaN and infinity."""
+    if not math.isfinite(value):
+        raise NotRepresentable(f"{field} is {value}", field=field)
+    return value

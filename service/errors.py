@@ -1,0 +1,51 @@
+"""The service's domain errors: why a request was refused, in the words of the layer that found out.
+
+The codec and the pipeline raise these (and the engine its own :class:`~distill.InputError`,
+:class:`~distill.QueueFull` and :class:`~distill.DeviceMemoryError`); they carry what went wrong and
+which field, never an HTTP status. :mod:`service.http.problems` alone maps each type to a status,
+a problem type and headers.
+"""
+
+from __future__ import annotations
+
+
+class Refused(Exception):
+    """A request the service does not answer with a result.
+
+    Attributes:
+        detail: what is wrong, phrased for the client.
+        field: the dotted path of the request field at fault, when one is.
+    """
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class BodyTooLarge(Refused):
+    """The body exceeds the configured size limit (known from Content-Length or while streaming)."""
+
+
+class TensorTooLarge(Refused):
+    """A tensor has more elements than the configured limit."""
+
+
+class MalformedBody(Refused):
+    """The body is empty or not valid JSON."""
+
+
+class NotAnObject(Refused):
+    """The body is valid JSON but not an object."""
+
+
+class NotRepresentable(Refused):
+    """A result cannot be written in the requested encoding (non-finite values in JSON)."""
+
+
+class NotReady(Refused):
+    """The engine is warming up or shutting down."""
+
+
+class Unauthorized(Refused):
+    """The request lacks the configured API key."""

@@ -1,0 +1,69 @@
+"""Shaping the OpenAPI document: exact request schemas for routes that parse their own bodies.
+
+Loss routes read the raw body (to parse it fast and strictly), so FastAPI cannot infer their
+request schemas; each route declares ``request_body(Model)`` and :func:`build` adds the models (and
+the problem schema) to ``components``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field
+
+from service.http.problems import MEDIA_TYPE
+from service.pipeline.schemas import REQUESTS
+
+REF = "#/components/schemas/{model}"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error response of the service."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(None, description="Dotted path of the request field at fault, e.g. terms.0.labels.")
+    index: list[int] | None = Field(None, description="First offending element of that field.")
+    errors: list[dict[str, Any]] | None = Field(None, description="Every validation error, when there are several.")
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose body is ``model``."""
+    schema = {"$ref": REF.format(model=model.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Response entries for the given error statuses, each an application/problem+json Problem."""
+    descriptions = {
+        400: "Malformed JSON, or a body that is not a JSON object",
+        401: "Missing or wrong API key",
+        413: "Body or tensor too large",
+        422: "Invalid request: the field and the reason are named",
+        503: "Queue full or not ready; retry after Retry-After seconds",
+    }
+    content = {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}}
+    return {status: {"description": descriptions[status], "content": content} for status in statuses}
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document with request and problem schemas in ``components``."""
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        separate_input_output_schemas=False,
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem)
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF, mode="validation")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+    return document

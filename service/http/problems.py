@@ -1,0 +1,157 @@
+"""Problem details (RFC 9457) and the one place that maps exceptions to HTTP responses.
+
+Every error the service returns is ``application/problem+json`` with ``type``, ``title``, ``status``,
+``detail`` and, where one field is at fault, ``field`` (a dotted path such as ``terms.0.labels``) and
+``index`` (the first offending element). The other layers raise domain errors
+(:mod:`service.errors`, the engine's :class:`~distill.InputError`, :class:`~distill.QueueFull`,
+:class:`~distill.DeviceMemoryError`); :data:`PROBLEMS` says which status, problem type and headers
+each one gets, and :func:`install` registers the handlers. Nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from distill import LOSSES, DeviceMemoryError, InputError, QueueFull
+from service.errors import BodyTooLarge, MalformedBody, NotAnObject, NotReady, NotRepresentable, Refused, TensorTooLarge, Unauthorized
+
+logger = logging.getLogger("distill.service")
+
+PROBLEM_TYPE = "https://distill.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """How one kind of error is answered: status, problem type (a slug of PROBLEM_TYPE), title, headers."""
+
+    status: int
+    slug: str
+    title: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+#: The error map: each domain error type and how it is answered.
+PROBLEMS: dict[type[Exception], ProblemType] = {
+    MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),
+    NotAnObject: ProblemType(400, "not-an-object", "Body is not a JSON object"),
+    Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
+    BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large"),
+    TensorTooLarge: ProblemType(413, "tensor-too-large", "Tensor too large"),
+    InputError: ProblemType(422, "invalid-input", "Invalid input"),
+    NotRepresentable: ProblemType(422, "not-representable", "Result not representable"),
+    NotReady: ProblemType(503, "not-ready", "Not ready", {"Retry-After": "1"}),
+    QueueFull: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
+    DeviceMemoryError: ProblemType(503, "device-memory", "Device out of memory", {"Retry-After": "5"}),
+}
+_VALIDATION = ProblemType(422, "invalid-request", "Invalid request")
+_INTERNAL = ProblemType(500, "internal", "Internal error")
+
+
+class ProblemDetails:
+    """One problem as answered: its type, detail, and where the fault lies."""
+
+    def __init__(
+        self,
+        problem: ProblemType,
+        detail: str,
+        *,
+        field: str | None = None,
+        index: tuple[int, ...] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = problem.status
+        self.problem = problem
+        self.detail = detail
+        self.field = field
+        self.index = index
+        self.errors = errors
+        self.headers = {**problem.headers, **(headers or {})}
+
+    def body(self) -> dict[str, Any]:
+        """The RFC 9457 problem object."""
+        problem: dict[str, Any] = {
+            "type": PROBLEM_TYPE + self.problem.slug,
+            "title": self.problem.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.field is not None:
+            problem["field"] = self.field
+        if self.index is not None:
+            problem["index"] = list(self.index)
+        if self.errors:
+            problem["errors"] = self.errors
+        return problem
+
+    def response(self) -> Response:
+        """The problem as an ``application/problem+json`` response."""
+        return Response(orjson.dumps(self.body()), status_code=self.status, media_type=MEDIA_TYPE, headers=self.headers)
+
+
+def problem_for(error: Exception) -> ProblemDetails:
+    """The problem that answers ``error``: from :data:`PROBLEMS`, validation errors, HTTP errors, or a 500."""
+    if isinstance(error, ValidationError | RequestValidationError):
+        return from_validation_error(error)
+    if isinstance(error, StarletteHTTPException):
+        title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
+        kind = ProblemType(error.status_code, title.lower().replace(" ", "-"), title)
+        return ProblemDetails(kind, str(error.detail), headers=dict(error.headers or {}))
+    mapped = next((PROBLEMS[cls] for cls in type(error).__mro__ if cls in PROBLEMS), None)
+    if mapped is None:
+        return ProblemDetails(_INTERNAL, "the server failed to process the request; see its log")
+    if isinstance(error, InputError):
+        return ProblemDetails(mapped, str(error), field=error.argument, index=error.index)
+    if isinstance(error, Refused):
+        return ProblemDetails(mapped, error.detail, field=error.field)
+    return ProblemDetails(mapped, str(error))
+
+
+def from_validation_error(error: ValidationError | RequestValidationError) -> ProblemDetails:
+    """A pydantic validation failure as a 422 problem naming the first failing field."""
+    items = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error.errors()
+    errors: list[dict[str, Any]] = []
+    for item in items:
+        entry: dict[str, Any] = {"field": _path(item["loc"]), "message": item["msg"]}
+        entry["type"] = item["type"]
+        index = (item.get("ctx") or {}).get("index")
+        if index is not None:
+            entry["index"] = index
+        errors.append(entry)
+    first = errors[0] if errors else {"field": "", "message": "invalid request"}
+    detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    index = tuple(first["index"]) if "index" in first else None
+    return ProblemDetails(_VALIDATION, detail, field=first["field"] or None, index=index, errors=errors)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """A dotted field path, without the tag pydantic inserts after a discriminated-union index."""
+    parts: list[str] = []
+    for position, part in enumerate(loc):
+        if part == "body" or (position and isinstance(loc[position - 1], int) and part in LOSSES):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers: every mapped error, validation and HTTP errors, and the rest (500)."""
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        problem = problem_for(exc)
+        if problem.status == 500:
+            logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem.response()
+
+    for error_type in (*PROBLEMS, RequestValidationError, ValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(error_type, answer)

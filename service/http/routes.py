@@ -1,0 +1,131 @@
+"""HTTP routes: one per registered loss and the combined objective, /v1/info (behind the optional API
+key), the probes and /metrics.
+
+The loss routes are generated from the registry (:data:`distill.LOSSES`): ``POST /v1/<name>`` with
+operationId ``<name>``, documented by the loss's request model. Routes are thin: read the body under
+the size limit, hand it to the pipeline, send the parts it returns.
+
+This module keeps real (not postponed) annotations: Ray Serve's ingress re-analyses the routes and
+then no longer resolves a string ``"Request"``, turning ``request`` into a required query parameter.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import torch
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+import distill
+from distill import LOSSES, native
+from distill.wire import Kind
+from service.codec import json_reader
+from service.codec.body import read_body
+from service.codec.parts import PartsResponse
+from service.errors import NotReady
+from service.http.auth import require_api_key
+from service.http.openapi import problem_responses, request_body
+from service.pipeline.requests import OBJECTIVE
+from service.pipeline.schemas import REQUESTS, DistillResponse, LossResponse
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+probes = APIRouter(tags=["probes"])
+
+#: Every computing route: (route, response model, summary), the registered losses first.
+ROUTES: list[tuple[str, type[BaseModel], str]] = [
+    *((spec.name, LossResponse, spec.summary) for spec in LOSSES.values()),
+    (OBJECTIVE, DistillResponse, "Combined objective Σ a_k·L_k and its gradient"),
+]
+
+
+def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        body = await read_body(request, request.app.state.runtime.settings.max_body_bytes)
+        return PartsResponse(await request.app.state.pipeline.handle(route, body))
+
+    endpoint.__name__ = route
+    return endpoint
+
+
+for _route, _response, _summary in ROUTES:
+    v1.add_api_route(
+        f"/{_route}",
+        _endpoint(_route),
+        methods=["POST"],
+        operation_id=_route,
+        summary=_summary,
+        description=(REQUESTS[_route].__doc__ or "").strip(),
+        tags=["losses"],
+        response_class=Response,
+        responses={200: {"model": _response, "description": "The loss and its gradient"}, **problem_responses(400, 401, 413, 422, 503)},
+        openapi_extra=request_body(REQUESTS[_route]),
+    )
+
+
+class Info(BaseModel):
+    """What this server is and what it accepts."""
+
+    version: str
+    torch: str
+    device: str
+    kernels: str = Field(description="CPU kernels in use: avx2 or baseline (compiled), or torch (eager ops)")
+    json_reader: str = Field(description="How JSON bodies are read: compiled (tensors cut out by the C++ reader) or simdjson")
+    dtypes: list[str]
+    losses: list[str]
+    max_body_bytes: int
+    max_tensor_elements: int
+    batching: bool
+    max_wait_ms: float
+    max_batch_rows: int
+
+
+@v1.get("/info", operation_id="info", tags=["service"], response_model=Info, responses=problem_responses(401))
+async def info(request: Request) -> Info:
+    """Version, device, accepted dtypes and limits."""
+    runtime = request.app.state.runtime
+    return Info(
+        version=distill.__version__,
+        torch=torch.__version__,
+        device=str(runtime.device),
+        kernels=native.kernels_in_use(),
+        json_reader="compiled" if json_reader.enabled() else "simdjson",
+        dtypes=list(Kind.FLOAT.dtypes),
+        losses=[route for route, _, _ in ROUTES],
+        max_body_bytes=runtime.settings.max_body_bytes,
+        max_tensor_elements=runtime.settings.max_tensor_elements,
+        batching=runtime.settings.batching,
+        max_wait_ms=runtime.settings.max_wait_ms,
+        max_batch_rows=runtime.settings.max_batch_rows,
+    )
+
+
+@probes.get("/metrics", operation_id="metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests by route and status, latency, queue depth and wait, batch sizes."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class Status(BaseModel):
+    status: str
+
+
+@probes.get("/livez", operation_id="livez", response_model=Status)
+async def livez() -> dict[str, Any]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@probes.get("/healthz", operation_id="healthz", response_model=Status)
+async def healthz() -> dict[str, Any]:
+    """Alias of /livez."""
+    return {"status": "ok"}
+
+
+@probes.get("/readyz", operation_id="readyz", response_model=Status, responses=problem_responses(503))
+async def readyz(request: Request) -> dict[str, Any]:
+    """Readiness: 503 until the engine has warmed up (and again while shutting down)."""
+    if not request.app.state.runtime.ready:
+        raise NotReady("the engine is warming up or shutting down")
+    return {"status": "ready"}

@@ -1,0 +1,66 @@
+"""The request pipeline: body bytes → document → validated request → engine work → result → body parts.
+
+Decoding, validation and preparation (the engine's own checks) run on a codec thread; only
+validated work is submitted to the batcher, so one bad request can never fail another; the answer
+is rendered on a codec thread again, with priority over decoding new requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from distill import DistillResult, LossResult, Work
+from service.codec.body import parse_json_object
+from service.codec.pool import DECODE, ENCODE
+from service.errors import NotReady
+from service.pipeline.render import render
+from service.pipeline.requests import EngineCall, engine_call
+from service.pipeline.schemas import validate
+from service.runtime import Runtime
+
+
+class Pipeline:
+    """The stages of one request, over the runtime's codec threads, device and batcher."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, route: str, body: bytes) -> list[bytes]:
+        """The whole pipeline for one request body of ``route``; errors propagate to the error map.
+
+        Raises:
+            NotReady: the service is not running.
+            (and whatever :meth:`prepare`, :meth:`submit` and rendering raise)
+        """
+        codec = self.runtime.codec
+        if codec is None:
+            raise NotReady("the service is not running")
+        call, work = await codec.run(DECODE, self.prepare, route, body)
+        result = await self.submit(work)
+        return await codec.run(ENCODE, render, call, result)
+
+    def prepare(self, route: str, body: bytes) -> tuple[EngineCall, Work]:
+        """Decode, validate and prepare a body into engine work (blocking; on a codec thread).
+
+        Raises:
+            MalformedBody, NotAnObject: the body is not a JSON object.
+            pydantic.ValidationError, TensorTooLarge: the request does not fit its schema.
+            distill.InputError: the engine's checks of values and shapes failed.
+        """
+        document = parse_json_object(body)
+        request = validate(route, document, self.runtime.settings.max_tensor_elements)
+        call = engine_call(route, request, self.runtime.device)
+        return call, call.prepare()
+
+    async def submit(self, work: Work) -> LossResult | DistillResult:
+        """Queue validated work on the batcher and wait for its result.
+
+        Raises:
+            NotReady: the engine is not running.
+            distill.QueueFull: the queue is full.
+            distill.DeviceMemoryError: the request does not fit in device memory.
+        """
+        batcher = self.runtime.batcher
+        if batcher is None:
+            raise NotReady("the engine is not running")
+        return await asyncio.wrap_future(batcher.submit(work))

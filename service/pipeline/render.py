@@ -1,0 +1,50 @@
+"""An engine result as the JSON response body, in parts (see :mod:`service.codec.parts`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from distill import DistillResult, LossResult
+from service.codec.parts import dump_parts
+from service.codec.tensors import Encoding, encode, encode_number
+from service.pipeline.requests import EngineCall
+
+
+def render(call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
+    """The response body of ``call`` for its engine result.
+
+    Raises:
+        NotRepresentable: a value JSON cannot carry (non-finite) in a JSON response.
+    """
+    if isinstance(result, DistillResult):
+        body: dict[str, Any] = {
+            "loss": encode_number(float(result.loss), "loss"),
+            "grad": _grad(result.grad, call.encoding, "grad"),
+            "terms": [
+                {"name": term.loss, "coefficient": term.coefficient, **_loss_fields(term.result, call.encoding, f"terms.{index}")}
+                for index, term in enumerate(result.terms)
+            ],
+        }
+    else:
+        body = _loss_fields(result, call.encoding, "")
+    return dump_parts(body)
+
+
+def _loss_fields(result: LossResult, encoding: Encoding, prefix: str) -> dict[str, Any]:
+    where = f"{prefix}." if prefix else ""
+    loss = (
+        encode(result.loss, encoding, f"{where}loss") if result.reduction == "none" else encode_number(float(result.loss), f"{where}loss")
+    )
+    return {
+        "loss": loss,
+        "grad": _grad(result.grad, encoding, f"{where}grad"),
+        "loss_sum": encode_number(result.loss_sum, f"{where}loss_sum"),
+        "normalizer": result.normalizer,
+        "reduction": result.reduction,
+    }
+
+
+def _grad(grad: torch.Tensor | None, encoding: Encoding, field: str) -> Any:
+    return None if grad is None else encode(grad, encoding, field)

@@ -1,0 +1,188 @@
+"""Request and response models: the published contract, derived from the loss registry.
+
+Each registered loss (:data:`distill.LOSSES`) gets a request model ``<Title>Request`` whose fields are
+exactly its engine function's parameters (names, defaults, types and ranges from the registry),
+plus ``dtype`` and ``response_encoding``; and a term model ``<Title>Term`` for the combined
+objective, derived from the same declaration: the loss's targets, weights and options, with
+``loss`` and ``coefficient`` instead of the student and the shared fields, and without
+``reduction="none"``.
+
+Tensor fields validate through :func:`service.codec.tensors.decode` (a plain validator), so pydantic
+checks the envelope (unknown fields, enums, ranges) while numbers never pass through it one by one;
+the OpenAPI spec still shows each tensor field's exact schema (nested lists or a binary object).
+Unknown fields are rejected everywhere: a misspelt option must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Annotated, Any, Literal, TypeAlias, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, create_model
+from typing_extensions import TypeAliasType
+
+from distill import LOSSES, LossSpec, Option, TensorInput
+from distill.wire import Kind
+from service.codec.tensors import BinaryTensor, WireTensor, decode
+
+DEFAULT_MAX_ELEMENTS = 1 << 25
+#: Most terms one combined objective takes.
+MAX_TERMS = 16
+
+# Nested lists are published one level deep (list of number-or-list): client generators such as
+# openapi-python-client reject recursive array schemas. The server reads any depth ≥ 1.
+NestedNumbers = TypeAliasType("NestedNumbers", list[float | list[Any]])
+NestedIntegers = TypeAliasType("NestedIntegers", list[int | list[Any]])
+NestedBooleans = TypeAliasType("NestedBooleans", list[bool | list[Any]])
+
+
+def _validator(kind: Kind) -> PlainValidator:
+    def validate(value: Any, info: ValidationInfo) -> WireTensor:
+        if isinstance(value, WireTensor):
+            return value
+        context = info.context or {}
+        limit = context.get("max_elements", DEFAULT_MAX_ELEMENTS)
+        return decode(value, kind, info.field_name or "tensor", limit, single=context.get("json_dtype") == "float32")
+
+    schema_type = {Kind.FLOAT: NestedNumbers, Kind.INDEX: NestedIntegers | int, Kind.MASK: NestedBooleans | bool}[kind]
+    return PlainValidator(validate, json_schema_input_type=schema_type | BinaryTensor)
+
+
+FloatTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.FLOAT)]
+LabelTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.INDEX)]
+MaskTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.MASK)]
+TENSOR_TYPES: dict[Kind, Any] = {Kind.FLOAT: FloatTensor, Kind.INDEX: LabelTensor, Kind.MASK: MaskTensor}
+
+FloatDtype = Literal["float32", "float64", "float16", "bfloat16"]
+
+#: The type and description of each parameter every loss shares (:data:`distill.COMMON`).
+COMMON_FIELDS: dict[str, tuple[Any, str]] = {
+    "mask": (MaskTensor | None, "Boolean over the leading dimensions; false rows are dropped."),
+    "compute_grad": (bool, "Return d(loss)/d(student input); false skips the gradient."),
+}
+STUDENT_LOGITS = TensorInput("student_logits", Kind.FLOAT, "student", "Student logits (..., C); -inf marks a masked class.", True)
+
+
+class Strict(BaseModel):
+    """Base for every request model: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Encodings(Strict):
+    """The fields of every request that are about the wire, not the loss."""
+
+    dtype: FloatDtype = Field("float32", description="dtype of float tensors sent as JSON lists.")
+    response_encoding: Literal["json", "base64"] | None = Field(
+        None, description="Tensor encoding of the response; default mirrors the student's."
+    )
+
+
+def tensor_field(tensor: TensorInput) -> tuple[Any, Any]:
+    """A tensor argument as a field: required, or optional with default None."""
+    annotation = TENSOR_TYPES[tensor.kind]
+    if tensor.required:
+        return annotation, Field(description=tensor.description)
+    return annotation | None, Field(None, description=tensor.description)
+
+
+def option_field(option: Option, choices: tuple[str, ...] | None = None) -> tuple[Any, Any]:
+    """A scalar option as a field, with its default, range and description; floats must be finite."""
+    choices = choices or option.choices
+    annotation = Literal[choices] if choices else option.annotation
+    floating = float in (typing.get_args(annotation) or (annotation,))
+    bounds = {name: value for name in ("gt", "ge", "le") if (value := getattr(option, name)) is not None}
+    extra: dict[str, Any] = {"allow_inf_nan": False} if floating else {}
+    return annotation, Field(option.default, description=option.description, **bounds, **extra)
+
+
+def _fields(spec: LossSpec, names: tuple[str, ...], reductions: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The fields of the named parameters of ``spec``, in signature order."""
+    tensors = {tensor.name: tensor for tensor in spec.inputs}
+    options = {option.name: option for option in spec.options}
+    defaults = inspect.signature(spec.prepare).parameters
+    fields: dict[str, Any] = {}
+    for name in names:
+        if name in tensors:
+            fields[name] = tensor_field(tensors[name])
+        elif name in options:
+            fields[name] = option_field(options[name], reductions if name == "reduction" else None)
+        else:
+            annotation, description = COMMON_FIELDS[name]
+            fields[name] = (annotation, Field(defaults[name].default, description=description))
+    return fields
+
+
+def request_model(spec: LossSpec) -> type[Strict]:
+    """``<Title>Request``: the loss's parameters (the engine's, one for one) and the wire fields."""
+    fields = _fields(spec, spec.parameters)
+    return create_model(f"{spec.title}Request", __base__=Encodings, __doc__=spec.description, **fields)
+
+
+def term_model(spec: LossSpec) -> type[Strict]:
+    """``<Title>Term``: a term of the combined objective, derived from the same declaration."""
+    reductions = tuple(reduction for reduction in spec.reductions if reduction != "none")
+    fields: dict[str, Any] = {
+        "loss": (Literal[spec.name], Field(description="Which loss this term is.")),
+        "coefficient": (float, Field(1.0, allow_inf_nan=False, description="Multiplier a_k of this term in Σ a_k · L_k.")),
+        **_fields(spec, spec.term_parameters, reductions),
+    }
+    return create_model(f"{spec.title}Term", __base__=Strict, __doc__=f"A term of the combined objective: {spec.description}", **fields)
+
+
+def distill_request(terms: list[type[Strict]]) -> type[Strict]:
+    """``DistillRequest``: the student, a list of terms (tagged by ``loss``), and the shared fields."""
+    term: Any = Annotated[Union[tuple(terms)], Field(discriminator="loss")]  # noqa: UP007  # a union built from a list
+    fields: dict[str, Any] = {
+        "student_logits": tensor_field(STUDENT_LOGITS),
+        "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
+        "term_grads": (bool, Field(False, description="Also return each term's own gradient.")),
+        "mask": (COMMON_FIELDS["mask"][0], Field(None, description=COMMON_FIELDS["mask"][1])),
+        "compute_grad": (bool, Field(True, description=COMMON_FIELDS["compute_grad"][1])),
+    }
+    doc = "Σ_k a_k · L_k(student): each term any loss with its own targets and options."
+    return create_model("DistillRequest", __base__=Encodings, __doc__=doc, **fields)
+
+
+TERMS: dict[str, type[Strict]] = {spec.name: term_model(spec) for spec in LOSSES.values()}
+DistillRequest = distill_request(list(TERMS.values()))
+
+#: The request model of every route: each registered loss, and ``distill`` (the combined objective).
+REQUESTS: dict[str, type[Strict]] = {**{spec.name: request_model(spec) for spec in LOSSES.values()}, "distill": DistillRequest}
+
+
+def validate(route: str, document: dict[str, Any], max_elements: int) -> Strict:
+    """The request of ``route`` from a parsed body; tensors decoded with ``max_elements`` as the limit.
+
+    Raises:
+        pydantic.ValidationError: a field is missing, unknown, or invalid (including bad tensors).
+        TensorTooLarge: a tensor has more than ``max_elements`` elements.
+    """
+    model = REQUESTS[route]
+    json_dtype = document.get("dtype", model.model_fields["dtype"].default)
+    return model.model_validate(document, context={"max_elements": max_elements, "json_dtype": json_dtype})
+
+
+TensorOutput = NestedNumbers | BinaryTensor
+
+
+class LossResponse(BaseModel):
+    """A loss, its gradient with respect to the student input, and its normalisation."""
+
+    loss: float | TensorOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
+    grad: TensorOutput | None = Field(description="d(loss)/d(student input), shaped and encoded like the student input.")
+    loss_sum: float = Field(description="Unreduced sum of the loss elements; loss = loss_sum / normalizer.")
+    normalizer: float = Field(description="What loss_sum was divided by (rows, elements or summed weights; 1 for sum/none).")
+    reduction: str
+
+
+_term_fields: dict[str, Any] = {"name": (Literal[tuple(LOSSES)], ...), "coefficient": (float, ...)}
+TermResponse = create_model(
+    "TermResponse",
+    __base__=LossResponse,
+    __doc__="One term of the combined objective (its own loss, before the coefficient).",
+    **_term_fields,
+)
+_distill_fields: dict[str, Any] = {"loss": (float, ...), "grad": (TensorOutput | None, ...), "terms": (list[TermResponse], ...)}
+DistillResponse = create_model("DistillResponse", __doc__="The combined objective, its gradient, and every term.", **_distill_fields)

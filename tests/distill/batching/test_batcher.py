@@ -1,0 +1,134 @@
+"""The batcher: grouping, solo-equal answers, failure isolation, bounded queue, drain on close."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from distill import InputError
+from distill.batching.batcher import Batcher, QueueFull
+from distill.losses.kl_div import prepare_kl_div
+from distill.rows.prepared import run
+from tests.distill import inputs
+from tests.distill.batching.test_group import assert_same, requests
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def queued(self, depth: int) -> None:
+        pass
+
+    def batch(self, requests: int, rows: int, waits: list[float]) -> None:
+        self.batches.append((requests, rows))
+
+
+def blocker(batcher: Batcher) -> threading.Event:
+    """Occupy the worker until the returned event is set, so that work piles up behind it."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    batcher.submit(hold)
+    started.wait(10)
+    return release
+
+
+def test_queued_compatible_requests_share_one_call():
+    recorder = Recorder()
+    batcher = Batcher(max_wait_ms=50, observer=recorder)
+    try:
+        release = blocker(batcher)
+        work = requests("kl_div", 12, 3) + requests("cross_entropy", 10, 4)
+        futures = [batcher.submit(item) for item in work]
+        release.set()
+        for future, item in zip(futures, work, strict=True):
+            assert_same(future.result(10), run(item))
+    finally:
+        batcher.close()
+    assert (12, sum(item.rows.n_kept for item in work[:12])) in recorder.batches
+    assert (10, sum(item.rows.n_kept for item in work[12:])) in recorder.batches
+
+
+def test_limits_split_groups():
+    recorder = Recorder()
+    batcher = Batcher(max_wait_ms=50, max_batch_rows=10, observer=recorder)
+    try:
+        release = blocker(batcher)
+        work = [
+            prepare_kl_div(inputs.logits((4, 8), torch.float32, i), teacher_logits=inputs.logits((4, 8), torch.float32, 50 + i))
+            for i in range(6)
+        ]
+        futures = [batcher.submit(item) for item in work]
+        release.set()
+        for future in futures:
+            future.result(10)
+    finally:
+        batcher.close()
+    assert [rows for _, rows in recorder.batches[1:]] == [8, 8, 8]
+
+
+def test_failure_inside_a_group_fails_only_its_request():
+    batcher = Batcher(max_wait_ms=50)
+    bad_student = inputs.logits((3, 6), torch.float32, 1)
+    bad_student[1, 2] = -math.inf
+    bad = prepare_kl_div(bad_student, teacher_logits=inputs.logits((3, 6), torch.float32, 2))
+    good = [
+        prepare_kl_div(inputs.logits((3, 6), torch.float32, 10 + i), teacher_logits=inputs.logits((3, 6), torch.float32, 20 + i))
+        for i in range(4)
+    ]
+    try:
+        release = blocker(batcher)
+        futures = [batcher.submit(item) for item in [good[0], good[1], bad, good[2], good[3]]]
+        release.set()
+        with pytest.raises(InputError) as error:
+            futures[2].result(10)
+        assert error.value.index == (1, 2)
+        for future, item in zip(futures[:2] + futures[3:], good, strict=True):
+            assert_same(future.result(10), run(item))
+    finally:
+        batcher.close()
+
+
+def test_full_queue_refuses_and_close_drains():
+    batcher = Batcher(max_queue=2)
+    release = blocker(batcher)
+    queued = [batcher.submit(item) for item in requests("bce", 2, 5)]
+    with pytest.raises(QueueFull):
+        batcher.submit(requests("bce", 1, 6)[0])
+    release.set()
+    batcher.close(timeout=10)
+    assert all(future.done() and future.exception() is None for future in queued)
+    with pytest.raises(QueueFull):
+        batcher.submit(requests("bce", 1, 7)[0])
+
+
+def test_batching_off_computes_alone_with_identical_answers():
+    recorder = Recorder()
+    batcher = Batcher(enabled=False, observer=recorder)
+    try:
+        release = blocker(batcher)
+        work = requests("kl_div", 5, 8)
+        futures = [batcher.submit(item) for item in work]
+        release.set()
+        for future, item in zip(futures, work, strict=True):
+            assert_same(future.result(10), run(item))
+    finally:
+        batcher.close()
+    assert all(count == 1 for count, _ in recorder.batches)
+
+
+def test_unbatchable_work_runs_alone():
+    batcher = Batcher()
+    try:
+        assert batcher.submit(lambda: torch.ones(2).sum()).result(10) == 2
+        error = batcher.submit(lambda: 1 / 0).exception(10)
+        assert isinstance(error, ZeroDivisionError)
+    finally:
+        batcher.close()

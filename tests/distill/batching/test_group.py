@@ -1,0 +1,112 @@
+"""Grouped computation gives every request exactly its solo answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.batching.group import run_group
+from distill.losses.bce import prepare_bce
+from distill.losses.cross_entropy import prepare_cross_entropy
+from distill.losses.kl_div import prepare_kl_div
+from distill.rows.prepared import run
+from tests.distill import inputs
+
+REDUCTIONS = {"kl_div": ["batchmean", "sum", "mean", "none"], "bce": ["mean", "sum", "none"], "cross_entropy": ["mean", "sum", "none"]}
+
+
+def requests(loss: str, count: int, seed: int, dtype: torch.dtype = torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for index in range(count):
+        lead = [(3,), (2, 5), (7,), (1,)][index % 4]
+        shape = (*lead, 11)
+        student = inputs.logits(shape, dtype, seed + index)
+        teacher = inputs.logits(shape, dtype, seed + 100 + index)
+        mask = (torch.rand(lead, generator=generator) > 0.3) if index % 3 == 0 else None
+        if mask is not None:
+            mask.view(-1)[0] = True
+        reduction = REDUCTIONS[loss][index % len(REDUCTIONS[loss])]
+        if loss == "kl_div":
+            out.append(prepare_kl_div(student, teacher_logits=teacher, temperature=2.0, reduction=reduction, mask=mask))
+        elif loss == "bce":
+            out.append(
+                prepare_bce(
+                    student,
+                    teacher_logits=teacher,
+                    temperature=2.0,
+                    pos_weight=torch.full((11,), 2.0, dtype=dtype),
+                    reduction=reduction,
+                    mask=mask,
+                    weight=torch.rand(shape, generator=generator, dtype=dtype),
+                )
+            )
+        else:
+            labels = inputs.labels(shape, seed + 200 + index, ignore_every=4)
+            out.append(
+                prepare_cross_entropy(
+                    student, labels=labels, label_smoothing=0.1, reduction=reduction, mask=mask, compute_grad=index % 5 != 1
+                )
+            )
+    return out
+
+
+#: Grouped rows go through the same arithmetic as solo rows, but an element-wise transcendental
+#: (sigmoid, log) may take a SIMD or a scalar path depending on where the element sits in the
+#: flattened tensor, and the two can differ in the last bit: a few ulps of each dtype.
+ULPS = {torch.float64: 1e-14, torch.float32: 1e-6, torch.bfloat16: 8e-3}
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    tolerance = ULPS[expected.dtype]
+    scale = float(expected.abs().max()) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance * scale)
+
+
+def assert_same(group_result, solo_result):
+    close(group_result.loss, solo_result.loss)
+    assert group_result.normalizer == solo_result.normalizer
+    assert group_result.loss_sum == pytest.approx(solo_result.loss_sum, rel=1e-6)
+    if solo_result.grad is None:
+        assert group_result.grad is None
+    else:
+        assert group_result.grad.dtype == solo_result.grad.dtype and group_result.grad.shape == solo_result.grad.shape
+        close(group_result.grad, solo_result.grad)
+
+
+@pytest.mark.parametrize("loss", ["kl_div", "bce", "cross_entropy"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_group_equals_solo(loss, dtype):
+    group = requests(loss, 9, 1, dtype)
+    assert len({item.key for item in group}) == 1
+    for grouped, item in zip(run_group(group), group, strict=True):
+        assert_same(grouped, run(item))
+
+
+def test_soft_cross_entropy_groups():
+    group = [
+        prepare_cross_entropy(
+            inputs.logits((4, 9), torch.float32, i),
+            teacher_probs=inputs.teacher((4, 9), torch.float32, "probs", i),
+            reduction=["mean", "none"][i % 2],
+        )
+        for i in range(6)
+    ]
+    for grouped, item in zip(run_group(group), group, strict=True):
+        assert_same(grouped, run(item))
+
+
+def test_keys_separate_incompatible_requests():
+    student, teacher = inputs.logits((2, 5), torch.float32, 1), inputs.logits((2, 5), torch.float32, 2)
+    base = prepare_kl_div(student, teacher_logits=teacher, temperature=2.0)
+    assert base.key == prepare_kl_div(student, teacher_logits=teacher, temperature=2.0, reduction="sum").key
+    assert base.key != prepare_kl_div(student, teacher_logits=teacher, temperature=3.0).key
+    assert base.key != prepare_kl_div(student.double(), teacher_logits=teacher.double(), temperature=2.0).key
+    assert (
+        base.key
+        != prepare_kl_div(
+            inputs.logits((2, 6), torch.float32, 1), teacher_logits=inputs.logits((2, 6), torch.float32, 2), temperature=2.0
+        ).key
+    )
+    with pytest.raises(ValueError):
+        run_group([base, prepare_kl_div(student, teacher_logits=teacher, temperature=3.0)])

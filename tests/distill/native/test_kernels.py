@@ -1,0 +1,108 @@
+"""The compiled kernels themselves: build, exp/log accuracy, extrema, threading and fallback."""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+
+import pytest
+import torch
+
+import distill
+from distill import native
+from distill.native import kernels
+
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the compiled kernels are not built")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or platform.system() != "Linux", reason="needs Linux and a C++ compiler")
+def test_kernels_are_built_where_a_compiler_exists() -> None:
+    assert kernels.available()
+    assert kernels.instruction_set() in {"avx2", "baseline"}
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_matches_float64_over_the_whole_exponent_range(dtype: torch.dtype) -> None:
+    # Hard-label CE with an ignored label writes exactly softmax(s) · scale: exercises exp on [-100, 0]
+    # (and -inf), including the underflow region, against a float64 softmax.
+    student = torch.cat([torch.linspace(-100.0, 0.0, 20_001, dtype=dtype), torch.tensor([-math.inf], dtype=dtype)]).unsqueeze(0)
+    grad = torch.empty_like(student)
+    row_loss = torch.empty(1, dtype=dtype)
+    assert kernels.ce_hard(student, None, None, torch.tensor([0]), -100, None, 0.0, 1.0, grad, row_loss)
+    grad[0, 0] += 1.0
+    expected = torch.softmax(student.double(), dim=-1)
+    normal = expected > 1e-37
+    relative = ((grad.double() - expected).abs() / expected)[normal]
+    assert float(relative.max()) < (1e-6 if dtype == torch.float32 else 1e-13)
+    assert grad[0, -1] == 0.0
+    if dtype == torch.float32:
+        assert bool((grad[0][student[0] < -88.03] == 0).all())
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("classes", [1, 7, 8, 9, 33, 4097])
+def test_row_extrema_match_amax_and_amin(dtype: torch.dtype, classes: int) -> None:
+    values = torch.randn(5, classes, dtype=dtype, generator=torch.Generator().manual_seed(classes))
+    values[1, -1] = math.inf
+    values[2, 0] = -math.inf
+    values[3, classes // 2] = math.nan
+    high, low = kernels.row_extrema(values)
+    torch.testing.assert_close(high, values.amax(dim=-1), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(low, values.amin(dim=-1), equal_nan=True, rtol=0, atol=0)
+
+
+@needs_kernels
+def test_log_of_teacher_probabilities_including_subnormals() -> None:
+    # KL with teacher probabilities takes log p in float32; tiny and subnormal p must stay accurate.
+    probs = torch.tensor([[0.5, 0.25, 1e-30, 1e-40, 0.0, 0.25 - 1e-30 - 1e-40]], dtype=torch.float32)
+    student = torch.randn(1, 6, generator=torch.Generator().manual_seed(0))
+    with native.switched(True):
+        fused = distill.kl_div(student, teacher_probs=probs)
+    with native.switched(False):
+        eager = distill.kl_div(student, teacher_probs=probs)
+    torch.testing.assert_close(fused.loss, eager.loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(fused.grad, eager.grad, rtol=1e-6, atol=1e-9)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_rows_split_over_threads_give_the_same_answer(threads: int) -> None:
+    generator = torch.Generator().manual_seed(threads)
+    student = torch.randn(7, 40_000, generator=generator)
+    teacher = torch.randn(7, 40_000, generator=generator)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = distill.kl_div(student, teacher_logits=teacher, temperature=2.0)
+        torch.set_num_threads(threads)
+        split = distill.kl_div(student, teacher_logits=teacher, temperature=2.0)
+    finally:
+        torch.set_num_threads(before)
+    assert single.loss_sum == split.loss_sum
+    assert single.grad is not None and split.grad is not None
+    assert torch.equal(single.grad, split.grad)
+
+
+@needs_kernels
+def test_switch_off() -> None:
+    with native.switched(False):
+        assert not kernels.enabled()
+        assert not kernels.supports(torch.zeros(2, 3))
+    with native.switched(True):
+        assert kernels.supports(torch.zeros(2, 3))
+        assert not kernels.supports(torch.zeros(2, 3, dtype=torch.float16))
+        assert not kernels.supports(torch.zeros(3, 2).t())
+
+
+@needs_kernels
+def test_infinite_row_falls_back_to_the_precise_error() -> None:
+    # The kernel yields an infinite row loss; the torch path then names the offending element.
+    student = torch.tensor([[0.0, -math.inf, 1.0], [0.5, 0.5, 0.5]])
+    teacher = torch.tensor([[0.2, 0.3, 0.5], [0.3, 0.3, 0.4]])
+    with native.switched(True), pytest.raises(distill.InputError) as caught:
+        distill.kl_div(student, teacher_probs=teacher)
+    assert caught.value.argument == "student_logits"
+    assert caught.value.index == (0, 1)

@@ -1,0 +1,195 @@
+"""Every bad input gets a 4xx problem naming the field; nothing gets a 500."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from distill import native
+from tests.service.conftest import make_client
+
+S = [[1.0, 2.0, 3.0], [0.5, 0.1, -1.0]]
+T = [[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
+P = [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]
+
+
+@pytest.fixture(params=["compiled", "general"], autouse=True)
+def json_reader(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every case twice: with the compiled JSON reader, and with simdjson alone (compiled code off)."""
+    with native.switched(request.param == "compiled"):
+        yield
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+CASES = [
+    ("shape mismatch", "kl_div", {"student_logits": S, "teacher_logits": [[1.0, 2.0]]}, 422, "teacher_logits"),
+    ("ragged", "kl_div", {"student_logits": [[1.0, 2.0], [3.0]], "teacher_logits": T}, 422, "student_logits"),
+    ("mixed nesting", "kl_div", {"student_logits": [[1.0, 2.0], 3.0], "teacher_logits": T}, 422, "student_logits"),
+    ("string number", "kl_div", {"student_logits": [["1.0", 2.0, 3.0]], "teacher_logits": [T[0]]}, 422, "student_logits"),
+    ("boolean number", "kl_div", {"student_logits": [[True, 2.0, 3.0]], "teacher_logits": [T[0]]}, 422, "student_logits"),
+    ("null number", "kl_div", {"student_logits": [[None, 2.0, 3.0]], "teacher_logits": [T[0]]}, 422, "student_logits"),
+    ("scalar student", "kl_div", {"student_logits": 1.5, "teacher_logits": [1.5]}, 422, "student_logits"),
+    ("empty", "kl_div", {"student_logits": [], "teacher_logits": []}, 422, "student_logits"),
+    ("empty rows", "kl_div", {"student_logits": [[]], "teacher_logits": [[]]}, 422, "student_logits"),
+    ("temperature zero", "kl_div", {"student_logits": S, "teacher_logits": T, "temperature": 0}, 422, "temperature"),
+    ("temperature negative", "kl_div", {"student_logits": S, "teacher_logits": T, "temperature": -2}, 422, "temperature"),
+    ("unknown reduction", "kl_div", {"student_logits": S, "teacher_logits": T, "reduction": "avg"}, 422, "reduction"),
+    ("misspelt field", "kl_div", {"student_logits": S, "teacher_logits": T, "temprature": 2.0}, 422, "temprature"),
+    ("both teachers", "kl_div", {"student_logits": S, "teacher_logits": T, "teacher_probs": P}, 422, "teacher"),
+    ("no teacher", "kl_div", {"student_logits": S}, 422, "teacher"),
+    ("missing student", "kl_div", {"teacher_logits": T}, 422, "student_logits"),
+    ("probs above one", "kl_div", {"student_logits": S, "teacher_probs": [[0.2, 1.3, 0.5], P[1]]}, 422, "teacher_probs"),
+    ("probs negative", "bce", {"student_logits": S, "teacher_probs": [[0.2, -0.3, 0.5], P[1]]}, 422, "teacher_probs"),
+    ("student probs out of range", "bce", {"student_probs": [[2.0, 0.5, 0.5]], "teacher_probs": [P[0]]}, 422, "student_probs"),
+    ("label out of range", "cross_entropy", {"student_logits": S, "labels": [0, 3]}, 422, "labels"),
+    ("label negative", "cross_entropy", {"student_logits": S, "labels": [0, -1]}, 422, "labels"),
+    ("label not integer", "cross_entropy", {"student_logits": S, "labels": [0, 1.5]}, 422, "labels"),
+    ("labels too deep", "cross_entropy", {"student_logits": S, "labels": [[0], [1]]}, 422, "labels"),
+    ("labels and teacher", "cross_entropy", {"student_logits": S, "labels": [0, 1], "teacher_logits": T}, 422, "labels"),
+    ("temperature with labels", "cross_entropy", {"student_logits": S, "labels": [0, 1], "temperature": 2.0}, 422, "temperature"),
+    ("smoothing above one", "cross_entropy", {"student_logits": S, "labels": [0, 1], "label_smoothing": 1.5}, 422, "label_smoothing"),
+    ("weight wrong size", "cross_entropy", {"student_logits": S, "labels": [0, 1], "weight": [1.0, 2.0]}, 422, "weight"),
+    ("pos_weight wrong size", "bce", {"student_logits": S, "teacher_logits": T, "pos_weight": [1.0, 2.0]}, 422, "pos_weight"),
+    ("mask too deep", "kl_div", {"student_logits": S, "teacher_logits": T, "mask": [[True], [False]]}, 422, "mask"),
+    ("mask not boolean", "kl_div", {"student_logits": S, "teacher_logits": T, "mask": [1, 0]}, 422, "mask"),
+    (
+        "base64 length",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [2, 3], "data": b64(b"\0" * 20)}, "teacher_logits": T},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 garbage",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1, 1], "data": "@@@@"}, "teacher_logits": [[1.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 dtype",
+        "kl_div",
+        {"student_logits": {"dtype": "int8", "shape": [1, 1], "data": b64(b"\0")}, "teacher_logits": [[1.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "base64 extra key",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1], "data": b64(b"\0" * 4), "order": "C"}, "teacher_logits": [1.0]},
+        422,
+        "student_logits",
+    ),
+    (
+        "nan in binary",
+        "kl_div",
+        {"student_logits": {"dtype": "float32", "shape": [1, 2], "data": b64(b"\x00\x00\xc0\x7f" * 2)}, "teacher_logits": [[1.0, 2.0]]},
+        422,
+        "student_logits",
+    ),
+    (
+        "term reduction none",
+        "distill",
+        {"student_logits": S, "terms": [{"loss": "kl_div", "teacher_logits": T, "reduction": "none"}]},
+        422,
+        "terms.0.reduction",
+    ),
+    ("unknown term loss", "distill", {"student_logits": S, "terms": [{"loss": "mse", "teacher_logits": T}]}, 422, "terms.0"),
+    ("bad term label", "distill", {"student_logits": S, "terms": [{"loss": "cross_entropy", "labels": [0, 9]}]}, 422, "terms.0.labels"),
+    ("no terms", "distill", {"student_logits": S, "terms": []}, 422, "terms"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status", "field"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_a_named_4xx(client, route, body, status, field):
+    response = client.post(f"/v1/{route}", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status and problem["type"].startswith("https://") and problem["title"] and problem["detail"]
+    assert problem["field"] == field
+
+
+def test_nan_and_infinity_tokens_are_malformed_json(client):
+    for token in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        response = client.post(
+            "/v1/kl_div",
+            content=b'{"student_logits": [[' + token + b', 1.0]], "teacher_logits": [[1.0, 1.0]]}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 400, token
+        assert response.json()["status"] == 400
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"text"', b"3", b"", b"{", b"not json"])
+def test_body_must_be_a_json_object(client, content):
+    response = client.post("/v1/kl_div", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_index_of_bad_value_is_reported(client):
+    response = client.post("/v1/kl_div", json={"student_logits": S, "teacher_probs": [[0.2, 0.3, 0.5], [0.1, 1.5, 0.8]]})
+    assert response.json()["index"] == [1, 1]
+
+
+def test_body_limit_by_content_length_and_while_streaming():
+    with make_client(device="cpu", max_body_bytes=1000) as small:
+        big = b'{"student_logits": [' + b"1.0, " * 400 + b'1.0], "teacher_logits": [1.0]}'
+        response = small.post("/v1/kl_div", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+
+        def chunks():
+            for _ in range(50):
+                yield b" " * 100
+
+        response = small.post("/v1/kl_div", content=chunks(), headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["title"] == "Request body too large"
+
+
+def test_tensor_element_limit():
+    with make_client(device="cpu", max_tensor_elements=10) as small:
+        response = small.post("/v1/kl_div", json={"student_logits": [[0.0] * 11], "teacher_logits": [[0.0] * 11]})
+        assert response.status_code == 413 and response.json()["field"] == "student_logits"
+        binary = {"dtype": "float32", "shape": [1000, 1000], "data": ""}
+        response = small.post("/v1/kl_div", json={"student_logits": binary, "teacher_logits": [[0.0]]})
+        assert response.status_code == 413
+
+
+def test_float16_overflow_in_json_is_an_error_not_null(client):
+    body = {
+        "student_probs": {"dtype": "float16", "shape": [1, 2], "data": b64(b"\x00\x00\x00\x3c")},
+        "teacher_probs": [[1.0, 0.0]],
+        "reduction": "sum",
+        "response_encoding": "json",
+    }
+    response = client.post("/v1/bce", json=body)
+    assert response.status_code == 422 and response.json()["field"] == "grad"
+
+
+def test_unknown_route_and_method_are_problems(client):
+    assert client.get("/v1/nope").headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/kl_div").status_code == 405
+
+
+def test_request_validation_errors_from_fastapi_are_problems():
+    from fastapi import FastAPI, Query
+    from fastapi.testclient import TestClient
+
+    from service.http import problems
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/items")
+    def items(count: int = Query(...)) -> dict:
+        return {"count": count}
+
+    response = TestClient(app).get("/items", params={"count": "many"})
+    assert response.status_code == 422 and response.json()["field"] == "query.count"
