@@ -3,7 +3,7 @@
 For each loss at each shape (float32), times the engine (loss + closed-form gradient) and the torch
 reference (F.* forward + backward through autograd), and measures the peak of memory allocated by
 torch during one call beyond the inputs (from the profiler's allocation events), on CPU or CUDA.
-Like the service, the process keeps freed memory for reuse (distill.allocator), which applies to
+Like the service, the process keeps freed memory for reuse (distill.native.allocator), which applies to
 both sides; ``--default-allocator`` measures with glibc's defaults instead.
 
     python benchmarks/engine.py [--device cpu|cuda] [--repeats 30]

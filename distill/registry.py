@@ -152,7 +152,7 @@ def register(
 
     Raises:
         TypeError: the declared inputs and options (plus :data:`COMMON`) are not exactly the
-            signature's parameters, an option has no default, or a ``reduction`` option lacks choices.
+            signature's parameters, an option has no annotation or default, or ``reduction`` lacks choices.
         ValueError: a loss of that name is already registered.
     """
     name = prepare.__name__.removeprefix("prepare_")
@@ -165,8 +165,8 @@ def register(
     filled_options = []
     for option in options:
         default = parameters[option.name].default
-        if default is inspect.Parameter.empty:
-            raise TypeError(f"{name}: option {option.name} needs a default in {prepare.__name__}")
+        if default is inspect.Parameter.empty or option.name not in hints:
+            raise TypeError(f"{name}: option {option.name} needs a type annotation and a default in {prepare.__name__}")
         filled_options.append(replace(option, annotation=hints[option.name], default=default))
     if not any(option.name == "reduction" and option.choices for option in options):
         raise TypeError(f"{name}: declare the reduction option with its choices")

@@ -1,10 +1,11 @@
 """The losses, one module per loss or loss family, each registered in :data:`distill.registry.LOSSES`.
 
-Importing this package registers them all. Each module's docstring gives its formulas and gradient.
+Importing this package imports every module in it, in name order, so a new loss module registers
+itself by being here: nothing else names it. Each module's docstring gives its formulas and gradient.
 """
 
-from distill.losses.bce import bce
-from distill.losses.cross_entropy import cross_entropy
-from distill.losses.kl_div import kl_div
+import importlib
+import pkgutil
 
-__all__ = ["bce", "cross_entropy", "kl_div"]
+for _module in sorted(module.name for module in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
