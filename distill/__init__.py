@@ -18,6 +18,7 @@ from distill.batching import Batcher, BatchObserver, DeviceMemoryError, QueueFul
 from distill.device import resolve_device
 from distill.errors import InputError
 from distill.losses.bce import bce
+from distill.losses.common import STUDENT_LOGITS
 from distill.losses.cross_entropy import cross_entropy
 from distill.losses.kl_div import kl_div
 from distill.objective import DistillResult, Term, TermResult, distill, hinton
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> Callable[..., LossResult]:
 __all__ = [
     "COMMON",
     "LOSSES",
+    "STUDENT_LOGITS",
     "BatchObserver",
     "Batcher",
     "DeviceMemoryError",

@@ -88,6 +88,7 @@ class LossSpec:
         description: a few lines for the API documentation of its request.
         prepare: validates a request into a :class:`~distill.rows.prepared.Prepared`.
         compute: the public loss function (validates and computes), same signature as ``prepare``.
+        parameters: every keyword of ``prepare``, in signature order.
         inputs / options: its tensor arguments and scalar options, in signature order.
         batches: whether concurrent requests may share one engine call (by ``Prepared.key``).
         examples: keyword arguments (besides the student) of tiny valid calls for a (rows, C)
@@ -100,15 +101,11 @@ class LossSpec:
     description: str
     prepare: Callable[..., Prepared]
     compute: Callable[..., LossResult]
+    parameters: tuple[str, ...]
     inputs: tuple[TensorInput, ...]
     options: tuple[Option, ...]
     batches: bool
     examples: Examples = field(repr=False)
-
-    @property
-    def parameters(self) -> tuple[str, ...]:
-        """Every keyword of ``prepare``, in signature order."""
-        return tuple(inspect.signature(self.prepare).parameters)
 
     @property
     def students(self) -> tuple[TensorInput, ...]:
@@ -152,7 +149,8 @@ def register(
 
     Raises:
         TypeError: the declared inputs and options (plus :data:`COMMON`) are not exactly the
-            signature's parameters, an option has no annotation or default, or ``reduction`` lacks choices.
+            signature's parameters, there is no student input, an option has no annotation or default,
+            or ``reduction`` lacks choices.
         ValueError: a loss of that name is already registered.
     """
     name = prepare.__name__.removeprefix("prepare_")
@@ -170,6 +168,8 @@ def register(
         filled_options.append(replace(option, annotation=hints[option.name], default=default))
     if not any(option.name == "reduction" and option.choices for option in options):
         raise TypeError(f"{name}: declare the reduction option with its choices")
+    if not any(tensor.role == "student" for tensor in inputs):
+        raise TypeError(f"{name}: declare the student input(s)")
     order = list(parameters)
     spec = LossSpec(
         name=name,
@@ -178,6 +178,7 @@ def register(
         description=description,
         prepare=prepare,
         compute=_computing(prepare, summary),
+        parameters=tuple(order),
         inputs=tuple(
             sorted(
                 (replace(tensor, required=parameters[tensor.name].default is inspect.Parameter.empty) for tensor in inputs),

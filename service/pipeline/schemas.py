@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, create_model
 from typing_extensions import TypeAliasType
 
-from distill import LOSSES, LossSpec, Option, TensorInput
+from distill import LOSSES, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
 from distill.wire import Kind
 from service.codec.tensors import BinaryTensor, WireTensor, decode
 
@@ -61,7 +63,6 @@ COMMON_FIELDS: dict[str, tuple[Any, str]] = {
     "mask": (MaskTensor | None, "Boolean over the leading dimensions; false rows are dropped."),
     "compute_grad": (bool, "Return d(loss)/d(student input); false skips the gradient."),
 }
-STUDENT_LOGITS = TensorInput("student_logits", Kind.FLOAT, "student", "Student logits (..., C); -inf marks a masked class.", True)
 
 
 class Strict(BaseModel):
@@ -97,11 +98,16 @@ def option_field(option: Option, choices: tuple[str, ...] | None = None) -> tupl
     return annotation, Field(option.default, description=option.description, **bounds, **extra)
 
 
+def common_field(name: str, function: Callable[..., Any]) -> tuple[Any, Any]:
+    """A parameter every loss shares (``mask``, ``compute_grad``) as a field, with ``function``'s default."""
+    annotation, description = COMMON_FIELDS[name]
+    return annotation, Field(inspect.signature(function).parameters[name].default, description=description)
+
+
 def _fields(spec: LossSpec, names: tuple[str, ...], reductions: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The fields of the named parameters of ``spec``, in signature order."""
     tensors = {tensor.name: tensor for tensor in spec.inputs}
     options = {option.name: option for option in spec.options}
-    defaults = inspect.signature(spec.prepare).parameters
     fields: dict[str, Any] = {}
     for name in names:
         if name in tensors:
@@ -109,8 +115,7 @@ def _fields(spec: LossSpec, names: tuple[str, ...], reductions: tuple[str, ...] 
         elif name in options:
             fields[name] = option_field(options[name], reductions if name == "reduction" else None)
         else:
-            annotation, description = COMMON_FIELDS[name]
-            fields[name] = (annotation, Field(defaults[name].default, description=description))
+            fields[name] = common_field(name, spec.prepare)
     return fields
 
 
@@ -134,12 +139,13 @@ def term_model(spec: LossSpec) -> type[Strict]:
 def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     """``DistillRequest``: the student, a list of terms (tagged by ``loss``), and the shared fields."""
     term: Any = Annotated[Union[tuple(terms)], Field(discriminator="loss")]  # noqa: UP007  # a union built from a list
+    term_grads = inspect.signature(distill).parameters["term_grads"].default
     fields: dict[str, Any] = {
-        "student_logits": tensor_field(STUDENT_LOGITS),
+        "student_logits": tensor_field(replace(STUDENT_LOGITS, required=True)),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
-        "term_grads": (bool, Field(False, description="Also return each term's own gradient.")),
-        "mask": (COMMON_FIELDS["mask"][0], Field(None, description=COMMON_FIELDS["mask"][1])),
-        "compute_grad": (bool, Field(True, description=COMMON_FIELDS["compute_grad"][1])),
+        "term_grads": (bool, Field(term_grads, description="Also return each term's own gradient.")),
+        "mask": common_field("mask", distill),
+        "compute_grad": common_field("compute_grad", distill),
     }
     doc = "Σ_k a_k · L_k(student): each term any loss with its own targets and options."
     return create_model("DistillRequest", __base__=Encodings, __doc__=doc, **fields)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from distill import LOSSES, wire
 from service.codec.tensors import WireDtype
-from service.pipeline.schemas import REQUESTS, TERMS, Encodings
+from service.pipeline.schemas import REQUESTS, TERMS, Encodings, FloatDtype
 from tests.service.conftest import binary, from_binary
 from tests.tolerances import assert_close
 
@@ -60,8 +60,9 @@ def test_option_ranges_are_enforced_by_the_schema(spec):
             assert option.name in {item["loc"][0] for item in error.value.errors()}, (option.name, bound)
 
 
-def test_binary_dtype_names_are_the_wire_table():
+def test_dtype_names_are_the_wire_table():
     assert set(typing.get_args(WireDtype)) == set(wire.DTYPES)
+    assert set(typing.get_args(FloatDtype)) == set(wire.Kind.FLOAT.dtypes)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
