@@ -120,7 +120,9 @@ def remote_module(name: str) -> type[RemoteLoss]:
         "__doc__": f"{spec.summary}, computed by the service (see :func:`distill.{name}`); usage as :class:`RemoteLoss`.",
     }
     module = type(f"Remote{spec.title}", (RemoteLoss,), namespace)
-    module.__signature__ = _settings_signature(spec)  # type: ignore[attr-defined]
+    settings = _settings_signature(spec)
+    client = inspect.Parameter("client", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=DistillClient)
+    module.__signature__ = settings.replace(parameters=[client, *settings.parameters.values()])  # type: ignore[attr-defined]
     return module
 
 

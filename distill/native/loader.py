@@ -39,20 +39,26 @@ def load_library(module: str, structs: Mapping[str, type[ctypes.Structure]]) -> 
     """
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        logger.info("%s is not built; using the torch fallback", module)
+        logger.info("%s is not built; using the fallback (torch ops, or simdjson for JSON)", module)
         return None
     try:
         library = ctypes.CDLL(spec.origin)
         abi_size = library.distill_abi_size
     except (OSError, AttributeError) as error:
-        logger.warning("%s does not load (%s); using the torch fallback", module, error)
+        logger.warning("%s does not load (%s); using the fallback (torch ops, or simdjson for JSON)", module, error)
         return None
     abi_size.argtypes = (ctypes.c_char_p,)
     abi_size.restype = ctypes.c_int64
     for name, declaration in structs.items():
         compiled, declared = abi_size(name.encode()), ctypes.sizeof(declaration)
         if compiled != declared:
-            logger.warning("%s: struct %s is %d bytes compiled, %d declared; using the torch fallback", module, name, compiled, declared)
+            logger.warning(
+                "%s: struct %s is %d bytes compiled, %d declared; using the fallback (torch ops, or simdjson for JSON)",
+                module,
+                name,
+                compiled,
+                declared,
+            )
             return None
     return library
 

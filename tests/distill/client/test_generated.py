@@ -62,6 +62,7 @@ def test_each_loss_has_a_remote_module(spec):
     assert remote is remote_module(spec.name) and issubclass(remote, RemoteLoss)
     assert f"Remote{spec.title}" in distill.client.__all__
     settings = inspect.signature(remote).parameters
+    assert next(iter(settings)) == "client"
     assert {option.name for option in spec.options} <= set(settings)
     assert not {tensor.name for tensor in spec.inputs if tensor.role in ("student", "target")} & set(settings)
     client, _ = recording_client()

@@ -193,3 +193,20 @@ def test_request_validation_errors_from_fastapi_are_problems():
 
     response = TestClient(app).get("/items", params={"count": "many"})
     assert response.status_code == 422 and response.json()["field"] == "query.count"
+
+
+def test_every_domain_error_has_a_mapped_problem():
+    from distill import DeviceMemoryError, InputError, QueueFull
+    from service import errors
+    from service.http.problems import PROBLEMS, problem_for
+
+    refusals = [
+        cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.Refused) and cls is not errors.Refused
+    ]
+    assert set(refusals) | {InputError, QueueFull, DeviceMemoryError} == set(PROBLEMS)
+    for cls in refusals:
+        problem = problem_for(cls("what went wrong", field="x"))
+        assert problem.status == PROBLEMS[cls].status and problem.field == "x" and problem.body()["detail"] == "what went wrong"
+    assert problem_for(InputError("labels", "bad", (1,))).body()["index"] == [1]
+    assert problem_for(QueueFull("full")).headers["Retry-After"] == "1"
+    assert problem_for(RuntimeError("a bug")).status == 500
