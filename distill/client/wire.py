@@ -42,12 +42,16 @@ def decode_tensor(value: Any, like: Tensor | None = None) -> Tensor:
 
 
 def request_body(tensors: Mapping[str, Tensor | None], options: Mapping[str, Any], encoding: Encoding) -> dict[str, Any]:
-    """A loss request: every non-None tensor encoded, options as given (None values dropped)."""
+    """A request (or a term): every non-None tensor encoded, options as given (None values dropped).
+
+    JSON lists are read as the request's ``dtype`` (float32 unless said): a float64 student in a
+    JSON request says so, so that float64 stays float64. Terms carry no student and no ``dtype``.
+    """
     body = {name: encode_tensor(value, encoding) for name, value in tensors.items() if value is not None}
     body.update({name: value for name, value in options.items() if value is not None})
     if encoding == "json":
-        student = next(value for name, value in tensors.items() if name.startswith("student") and value is not None)
-        if student.dtype == torch.float64:
+        student = next((value for name, value in tensors.items() if name.startswith("student") and value is not None), None)
+        if student is not None and student.dtype == torch.float64:
             body.setdefault("dtype", "float64")
     return body
 

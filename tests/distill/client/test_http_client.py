@@ -16,6 +16,7 @@ from tests.tolerances import assert_close
 
 STUDENT = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
 TEACHER = torch.randn(3, 5, generator=torch.Generator().manual_seed(1))
+LABELS = torch.tensor([0, 4, 2])
 ANSWER = {"loss": 0.5, "grad": [[0.0] * 5] * 3, "loss_sum": 1.5, "normalizer": 3.0, "reduction": "batchmean"}
 
 
@@ -79,6 +80,23 @@ def test_results_match_the_engine(server, encoding):
         assert_close(result.loss, expected.loss, torch.float32)
         assert_close(result.grad, expected.grad, torch.float32)
         assert client.info()["losses"] == [*distill.LOSSES, "distill"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["base64", "json"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_combined_objective_in_either_encoding(server, encoding, dtype):
+    student, teacher = STUDENT.to(dtype), TEACHER.to(dtype)
+    terms = [
+        distill.Term("kl_div", 0.5, {"teacher_logits": teacher, "temperature": 2.0}),
+        distill.Term("cross_entropy", 0.5, {"labels": LABELS}),
+    ]
+    with DistillClient(server, encoding=encoding) as client:
+        result = client.distill(student, terms)
+    expected = distill.distill(student, terms)
+    assert result.grad is not None and result.grad.dtype == dtype
+    assert_close(result.loss, expected.loss, dtype)
+    assert_close(result.grad, expected.grad, dtype)
 
 
 @pytest.mark.slow
