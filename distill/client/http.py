@@ -158,6 +158,11 @@ class _Calls:
 class DistillClient(_Calls):
     """Synchronous client with a pooled connection; use as a context manager or call :meth:`close`.
 
+    Calls: ``client.<loss>(...)`` for every registered loss (``kl_div``, ``bce``, ``cross_entropy``,
+    …), taking the engine function's arguments (``client.kl_div(s, teacher_logits=t, temperature=2.0)``)
+    and returning a :class:`~distill.result.LossResult`; the same as ``client.loss("kl_div", ...)``.
+    :meth:`distill` for the combined objective, :meth:`info` for the server's description.
+
     Args:
         base_url: the service, e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer`` when given.

@@ -114,8 +114,18 @@ def _forward_signature(spec: LossSpec) -> inspect.Signature:
 def remote_module(name: str) -> type[RemoteLoss]:
     """The ``Remote<Title>`` module class of the registered loss ``name`` (one class per loss)."""
     spec = LOSSES[name]
+
+    def forward(self: RemoteLoss, student: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return RemoteLoss.forward(self, student, *args, **kwargs)
+
+    signature = _forward_signature(spec)
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    forward.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])  # type: ignore[attr-defined]
+    targets = ", ".join(tensor.name for tensor in spec.inputs if tensor.role == "target")
+    forward.__doc__ = f"The loss of ``student`` against one target ({targets}) in one service call; backward uses the service's gradient."
     namespace = {
         "spec": spec,
+        "forward": forward,
         "__module__": __name__,
         "__doc__": f"{spec.summary}, computed by the service (see :func:`distill.{name}`); usage as :class:`RemoteLoss`.",
     }
