@@ -135,7 +135,7 @@ def _broadcast_flat(tensor: Tensor, name: str, rows: Rows, device: torch.device)
         raise InputError(name, f"shape {tuple(tensor.shape)} would enlarge the student's shape {tuple(rows.shape)}")
     if not bool(torch.isfinite(tensor).all()):
         raise InputError(name, "must be finite", tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0]))
-    return tensor.to(device).expand(rows.shape).reshape(rows.n_rows, rows.n_classes)
+    return tensor.detach().to(device).expand(rows.shape).reshape(rows.n_rows, rows.n_classes)
 
 
 def _rows_of(weight: Tensor | None, chunk: Chunk, dtype: torch.dtype) -> Tensor | None:

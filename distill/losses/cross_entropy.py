@@ -171,7 +171,7 @@ def _class_weight(weight: Tensor | None, rows: Rows, device: torch.device) -> Te
     finite = torch.isfinite(weight)
     if not bool(finite.all()):
         raise InputError("weight", "must be finite", (int((~finite).nonzero()[0, 0]),))
-    return weight.to(device)
+    return weight.detach().to(device)
 
 
 def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:

@@ -70,8 +70,8 @@ class Rows:
         return tuple(self.shape[:-1])
 
     def flat(self, tensor: Tensor) -> Tensor:
-        """View a student-shaped tensor as (n_rows, n_classes)."""
-        return tensor.reshape(self.n_rows, self.n_classes)
+        """View a student-shaped tensor as (n_rows, n_classes), detached: gradients are closed-form, not autograd's."""
+        return tensor.detach().reshape(self.n_rows, self.n_classes)
 
     def chunks(self, chunk_elements: int | None = None) -> Iterator[RowSelection]:
         """Yield row selections (slices, or index tensors when masked) covering the kept rows."""

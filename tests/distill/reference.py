@@ -6,6 +6,7 @@ rows, masked rows dropped, soft-target terms at temperature T times T²).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -117,3 +118,67 @@ def ce_soft(
     w = None if weight is None else weight.to(compute)
     factor = T * T if scale_t2 else 1.0
     return run(student, mask, lambda s: factor * F.cross_entropy(s / T, p, w, reduction=reduction, label_smoothing=label_smoothing))
+
+
+def divergence(
+    name: str,
+    parameter: float,
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    *,
+    T: float,
+    scale_t2: bool,
+    reduction: str,
+    mask: Tensor | None,
+) -> Reference:
+    """The LLM divergences written from their formulas (distill.losses.divergences), autograd gradients.
+
+    Computed in float64 for float64 students and in float32 otherwise: the float32 result is PyTorch's
+    own float32 error on the same numbers, which the engine's float32 error is measured against.
+    """
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    t = teacher_rows(teacher, mask, compute)
+    factor = T * T if scale_t2 else 1.0
+    if kind == "logits":
+        log_p = F.log_softmax(t / T, dim=-1)
+    elif kind == "probs":
+        log_p = t.log()
+    else:
+        log_p = t
+    p = log_p.exp()
+
+    def mixture(a: float, b: float, log_q: Tensor) -> Tensor:
+        return torch.logsumexp(torch.stack([log_p + math.log(a), log_q + math.log(b)]), dim=0)
+
+    def elements(s: Tensor) -> Tensor:
+        log_q = F.log_softmax(s / T, dim=-1)
+        q = log_q.exp()
+        forward, reverse = p * (log_p - log_q), q * (log_q - log_p)
+        if name == "reverse_kl" or (name == "jsd" and parameter == 1.0) or (name == "skew_reverse_kl" and parameter == 0.0):
+            return reverse
+        if (name == "jsd" and parameter == 0.0) or (name == "skew_kl" and parameter == 0.0):
+            return forward
+        if name == "jsd":
+            log_m = mixture(parameter, 1.0 - parameter, log_q)
+            return parameter * p * (log_p - log_m) + (1.0 - parameter) * q * (log_q - log_m)
+        if name == "skew_kl" and parameter == 1.0:
+            return 0.0 * q  # KL(p‖p): no dependence on the student
+        if name == "skew_kl":
+            return p * (log_p - mixture(parameter, 1.0 - parameter, log_q))
+        if name == "skew_reverse_kl":
+            return q * (log_q - (log_q if parameter == 1.0 else mixture(1.0 - parameter, parameter, log_q)))
+        assert name == "tvd"
+        return 0.5 * (p - q).abs()
+
+    def loss(s: Tensor) -> Tensor:
+        values = elements(s) * factor
+        if reduction == "none":
+            return values
+        if reduction == "sum":
+            return values.sum()
+        if reduction == "mean":
+            return values.sum() / values.numel()
+        return values.sum() / s.shape[0]
+
+    return run(student, mask, loss)

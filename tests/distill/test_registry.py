@@ -124,3 +124,11 @@ def test_register_refuses_a_second_loss_of_the_same_name():
             examples=spec.examples,
         )
     assert LOSSES["kl_div"] is spec
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_a_student_from_a_graph_is_computed_without_autograd(spec):
+    student = torch.randn(3, 4, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    for example in spec.examples(student.detach()):
+        result = spec.compute(**{spec.students[0].name: student * 1.0}, **example)
+        assert not result.loss.requires_grad and result.grad is not None and not result.grad.requires_grad

@@ -1,0 +1,513 @@
+"""Divergences for language-model distillation: generalized JSD(β), reverse KL, skew KL, skew reverse KL, TVD.
+
+Rows, masks, temperature, teacher forms and reductions follow :mod:`distill.losses.kl_div` exactly:
+q = softmax(s / T) is the student, p the teacher (softmax(t / T) for teacher logits; probabilities
+and log-probabilities taken as given), every term is multiplied by T² unless ``scale_t2`` is false,
+and the reductions are ``batchmean`` = Σ / kept rows (default), ``sum``, ``mean`` = Σ / elements and
+``none`` (element-wise, gradient of the sum). With KL(a‖b) = Σ a (log a − log b) and 0·log 0 = 0:
+
+* ``jsd`` (GKD, Agarwal et al. 2024; TRL's ``generalized_jsd_loss``, Liger's ``LigerJSD``):
+  M = β·p + (1−β)·q,  JSD_β = β·KL(p‖M) + (1−β)·KL(q‖M)  for 0 < β < 1;
+  β = 0 is KL(p‖q) and β = 1 is KL(q‖p). The interior formula tends to 0 at both ends (M becomes q,
+  resp. p, and the surviving term is KL(q‖q) = 0, resp. KL(p‖p) = 0) while JSD_β / (β(1−β)) tends to
+  the KL divergences; TRL defines the end points as those divergences, so the value jumps there.
+* ``reverse_kl`` (MiniLLM, Gu et al. 2024): KL(q‖p).
+* ``skew_kl`` (DistiLLM, Ko et al. 2024): KL(p ‖ α·p + (1−α)·q), 0 ≤ α ≤ 1 (α = 0: KL(p‖q)).
+* ``skew_reverse_kl`` (DistiLLM): KL(q ‖ (1−α)·p + α·q), 0 ≤ α ≤ 1 (α = 0: KL(q‖p)).
+* ``tvd``: ½ Σ |p − q|. Its gradient scales as 1/T, not 1/T², so with T ≠ 1 ``scale_t2: false`` may
+  suit it better; T² is the default for every soft term, as everywhere in the API.
+
+Gradient. Each divergence is a function D(q) of the student distribution; with w_j = q_j · ∂D/∂q_j,
+the chain rule through the softmax gives ∂D/∂z_j = w_j − q_j · Σ_k w_k (z = s / T), and
+∂L/∂s = (T² / (T · norm)) · ∂D/∂z. With m the mixture of each divergence:
+
+  forward KL (jsd β = 0, skew KL α = 0)  w = −p
+  reverse KL (jsd β = 1)                 w = q · (log q − log p)
+  jsd, 0 < β < 1                         w = (1−β) · q · (log q − log M)   (the β·p/M terms cancel)
+  skew KL, α > 0                         w = −(1−α) · q · p / m
+  skew reverse KL                        w = q · (log q − log m − α · q / m)
+  tvd                                    w = ½ · q · sign(q − p)           (0 where p = q, as autograd)
+
+Mixtures are formed in log space (log m = logaddexp(log a + log p, log b + log q)) and log q, log p
+from the max-shifted logits, so nothing underflows to log 0 that is not 0.
+
+Infinities: the value is infinite, and the request an :class:`~distill.errors.InputError` naming the
+row and class, where a KL(p‖·)-type term (forward KL, jsd β = 0, skew KL α = 0) meets a −inf student
+class carrying teacher mass, and where a KL(q‖·)-type term (reverse KL, jsd β = 1, skew reverse KL
+α = 0) meets a class of teacher probability 0 (probability 0, log-probability or logit −inf) that the
+student gives mass. Everything else stays finite and is computed; −inf student classes without teacher
+mass contribute 0 and get a zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from distill.errors import InputError
+from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPERATURE
+from distill.registry import Option, register
+from distill.rows.checks import check_logits
+from distill.rows.kernel import Chunk, ChunkResult, Kernel
+from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
+from distill.rows.prepared import Prepared
+from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
+from distill.rows.teacher import Teacher, resolve_teacher
+
+REDUCTIONS = ("batchmean", "sum", "mean", "none")
+REDUCTION = Option(
+    "reduction",
+    "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element (not in the combined objective).",
+    choices=REDUCTIONS,
+)
+
+#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C); see the module docstring.
+Terms = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+#: Where the value can be infinite: KL(p‖q)-type, KL(q‖p)-type, or nowhere.
+Infinite = Literal["forward", "reverse"] | None
+
+
+def _log(value: float) -> float:
+    return -math.inf if value == 0.0 else math.log(value)
+
+
+def _mixture(log_a: float, log_p: Tensor, log_b: float, log_q: Tensor) -> Tensor:
+    """log(a·p + b·q) from log p and log q (a or b may be 0: their log is −inf)."""
+    if log_a == -math.inf:
+        return log_q + log_b
+    if log_b == -math.inf:
+        return log_p + log_a
+    return torch.logaddexp(log_p + log_a, log_q + log_b)
+
+
+def forward_kl(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    """KL(p‖q): elements p·(log p − log q), w = −p."""
+    return p * (log_p - log_q), -p
+
+
+def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    """KL(q‖p): elements q·(log q − log p), and w is the same."""
+    elements = q * (log_q - log_p)
+    return elements, elements.clone()
+
+
+def jsd_terms(beta: float) -> tuple[Terms, Infinite]:
+    """Generalized JSD(β): the end points are the KL divergences (TRL's convention)."""
+    if beta == 0.0:
+        return forward_kl, "forward"
+    if beta == 1.0:
+        return reverse_kl_terms, "reverse"
+    log_beta, log_rest = math.log(beta), math.log1p(-beta)
+
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+        log_m = _mixture(log_beta, log_p, log_rest, log_q)
+        student = q * (log_q - log_m)
+        elements = torch.add(student, p * (log_p - log_m), alpha=beta / (1.0 - beta)).mul_(1.0 - beta)
+        return elements, student.mul_(1.0 - beta)
+
+    return terms, None
+
+
+def skew_kl_terms(alpha: float) -> tuple[Terms, Infinite]:
+    """KL(p ‖ α·p + (1−α)·q)."""
+    if alpha == 0.0:
+        return forward_kl, "forward"
+    log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
+
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+        log_m = _mixture(log_alpha, log_p, log_rest, log_q)
+        elements = p * (log_p - log_m)
+        w = torch.exp(log_q + log_p - log_m).mul_(-(1.0 - alpha))
+        return elements, w
+
+    return terms, None
+
+
+def skew_reverse_kl_terms(alpha: float) -> tuple[Terms, Infinite]:
+    """KL(q ‖ (1−α)·p + α·q)."""
+    log_alpha, log_rest = _log(alpha), _log(1.0 - alpha)
+
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+        log_ratio = log_q - _mixture(log_rest, log_p, log_alpha, log_q)
+        elements = q * log_ratio
+        w = q * (log_ratio - alpha * torch.exp(log_ratio)) if alpha > 0.0 else elements.clone()
+        return elements, w
+
+    return terms, "reverse" if alpha == 0.0 else None
+
+
+def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    """½ Σ |p − q|: elements ½|q − p|, w = ½·q·sign(q − p)."""
+    difference = q - p
+    return difference.abs().mul_(0.5), torch.sign(difference).mul_(q).mul_(0.5)
+
+
+def _prepare(
+    name: str,
+    what: str,
+    divergence: tuple[Terms, Infinite],
+    parameter: float,
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    teacher_probs: Tensor | None,
+    teacher_log_probs: Tensor | None,
+    temperature: float,
+    scale_t2: bool,
+    reduction: str,
+    mask: Tensor | None,
+    compute_grad: bool,
+) -> Prepared:
+    reduction_ = check_reduction(reduction, REDUCTIONS)
+    temperature = check_temperature(temperature)
+    rows = make_rows(student_logits, mask)
+    student = rows.flat(student_logits)
+    row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    teacher = resolve_teacher(
+        rows,
+        student.device,
+        logits=teacher_logits,
+        probs=teacher_probs,
+        log_probs=teacher_log_probs,
+        allowed=("logits", "probs", "log_probs"),
+    )
+    factor = temperature**2 if scale_t2 else 1.0
+    normalizer = element_normalizer(reduction_, rows)
+    kind = teacher.kind
+
+    def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
+        return divergence_kernel(layout, Teacher(kind, data["teacher"]), temperature, factor, divergence, what)
+
+    return Prepared(
+        loss=name,
+        rows=rows,
+        student=student,
+        data={"teacher": teacher.flat, "row_max": row_max},
+        build=build,
+        key=(name, rows.n_classes, student.dtype, student.device, kind, teacher.flat.dtype, temperature, factor, parameter),
+        reduction=reduction_,
+        normalizer=normalizer,
+        grad_scale=grad_scale(factor / temperature, normalizer),
+        compute_grad=compute_grad,
+    )
+
+
+def _check_unit(name: str, value: float) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise InputError(name, f"must be in [0, 1], got {value}")
+    return number
+
+
+def prepare_jsd(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a generalized JSD(β) request (:func:`jsd` computes it); arguments as :func:`~distill.losses.kl_div.prepare_kl_div`.
+
+    Args:
+        beta: β in [0, 1], the teacher's weight in the mixture M = β·p + (1−β)·q; 0 is KL(p‖q), 1 is KL(q‖p).
+
+    Raises:
+        InputError: as ``kl_div``; ``beta`` outside [0, 1]; an infinite value (β ∈ {0, 1}, see the module docstring).
+    """
+    beta = _check_unit("beta", beta)
+    return _prepare(
+        "jsd",
+        "generalized JSD",
+        jsd_terms(beta),
+        beta,
+        student_logits,
+        teacher_logits,
+        teacher_probs,
+        teacher_log_probs,
+        temperature,
+        scale_t2,
+        reduction,
+        mask,
+        compute_grad,
+    )
+
+
+def prepare_reverse_kl(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a reverse KL(q‖p) request (:func:`reverse_kl` computes it); arguments as ``kl_div``.
+
+    Raises:
+        InputError: as ``kl_div``; teacher probability 0 where the student has mass (infinite value).
+    """
+    return _prepare(
+        "reverse_kl",
+        "reverse KL divergence",
+        (reverse_kl_terms, "reverse"),
+        0.0,
+        student_logits,
+        teacher_logits,
+        teacher_probs,
+        teacher_log_probs,
+        temperature,
+        scale_t2,
+        reduction,
+        mask,
+        compute_grad,
+    )
+
+
+def prepare_skew_kl(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a skew KL request, KL(p ‖ α·p + (1−α)·q) (:func:`skew_kl` computes it); arguments as ``kl_div``.
+
+    Args:
+        alpha: α in [0, 1], the teacher's share of the skewed student; 0 is KL(p‖q).
+
+    Raises:
+        InputError: as ``kl_div``; ``alpha`` outside [0, 1]; an infinite value (α = 0).
+    """
+    alpha = _check_unit("alpha", alpha)
+    return _prepare(
+        "skew_kl",
+        "skew KL divergence",
+        skew_kl_terms(alpha),
+        alpha,
+        student_logits,
+        teacher_logits,
+        teacher_probs,
+        teacher_log_probs,
+        temperature,
+        scale_t2,
+        reduction,
+        mask,
+        compute_grad,
+    )
+
+
+def prepare_skew_reverse_kl(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a skew reverse KL request, KL(q ‖ (1−α)·p + α·q) (:func:`skew_reverse_kl` computes it).
+
+    Args:
+        alpha: α in [0, 1], the student's share of the skewed teacher; 0 is KL(q‖p).
+
+    Raises:
+        InputError: as ``kl_div``; ``alpha`` outside [0, 1]; an infinite value (α = 0).
+    """
+    alpha = _check_unit("alpha", alpha)
+    return _prepare(
+        "skew_reverse_kl",
+        "skew reverse KL divergence",
+        skew_reverse_kl_terms(alpha),
+        alpha,
+        student_logits,
+        teacher_logits,
+        teacher_probs,
+        teacher_log_probs,
+        temperature,
+        scale_t2,
+        reduction,
+        mask,
+        compute_grad,
+    )
+
+
+def prepare_tvd(
+    student_logits: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    teacher_log_probs: Tensor | None = None,
+    temperature: float = 1.0,
+    scale_t2: bool = True,
+    reduction: str = "batchmean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a total variation distance request, ½ Σ |p − q| (:func:`tvd` computes it); arguments as ``kl_div``."""
+    return _prepare(
+        "tvd",
+        "total variation distance",
+        (tvd_terms, None),
+        0.0,
+        student_logits,
+        teacher_logits,
+        teacher_probs,
+        teacher_log_probs,
+        temperature,
+        scale_t2,
+        reduction,
+        mask,
+        compute_grad,
+    )
+
+
+def _log_softmax_parts(z: Tensor, z_max: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """softmax(z) and log_softmax(z) of (rows, C) logits, the latter from the max-shifted logits.
+
+    log q = (z − max z) + log(max q): the shift is exact where it matters (no cancellation against the
+    log-sum-exp at large logits), and max q ≥ 1/C never underflows.
+    """
+    q = torch.softmax(z, dim=-1) if out is None else torch._softmax(z, -1, False, out=out)
+    log_q = (z - z_max.unsqueeze(1)).add_(q.amax(dim=-1, keepdim=True).log_())
+    return q, log_q
+
+
+def _teacher_parts(t: Tensor, kind: str, inverse_t: float) -> tuple[Tensor, Tensor]:
+    """The teacher's p and log p for a chunk (already in the compute dtype)."""
+    if kind == "logits":
+        zt = t if inverse_t == 1.0 else t * inverse_t
+        return _log_softmax_parts(zt, zt.amax(dim=-1))
+    if kind == "log_probs":
+        return t.exp(), t
+    return t, t.log()
+
+
+def divergence_kernel(
+    rows: Rows, teacher: Teacher, temperature: float, factor: float, divergence: tuple[Terms, Infinite], what: str
+) -> Kernel:
+    """The per-chunk kernel of one divergence: its elements and ∂D/∂z = w − q·Σw (module docstring)."""
+    terms, infinite = divergence
+    inverse_t = 1.0 / temperature
+
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        s = chunk.student
+        z = s if inverse_t == 1.0 else s * inverse_t
+        assert chunk.row_max is not None
+        q, log_q = _log_softmax_parts(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
+        p, log_p = _teacher_parts(take(teacher.flat, chunk.selection).to(s.dtype), teacher.kind, inverse_t)
+        elements, w = terms(q, log_q, p, log_p)
+        row_loss = elements.sum(dim=-1)
+        if not bool(torch.isfinite(row_loss).all()) or (want_grad and not bool(torch.isfinite(w).all())):
+            _raise_if_infinite(infinite, what, teacher, rows, chunk, z, log_p)
+            elements.nan_to_num_(nan=0.0)
+            w.nan_to_num_(nan=0.0)
+            row_loss = elements.sum(dim=-1)
+        grad = None
+        if want_grad:
+            total = w.sum(dim=-1, keepdim=True)
+            grad = q.mul_(total.neg_()).add_(w).mul_(chunk.grad_scale)
+        if factor != 1.0:
+            row_loss.mul_(factor)
+            if want_elements:
+                elements.mul_(factor)
+        return ChunkResult(row_loss, elements if want_elements else None, grad)
+
+    return kernel
+
+
+def _raise_if_infinite(infinite: Infinite, what: str, teacher: Teacher, rows: Rows, chunk: Chunk, z: Tensor, log_p: Tensor) -> None:
+    """Name the first element where the divergence is infinite, if the divergence can be."""
+    if infinite == "forward":
+        reason = f"is -inf where {teacher.argument} has probability mass: the {what} is infinite"
+        raise_at("student_logits", reason, rows, chunk.selection, (log_p > -math.inf) & (z == -math.inf))
+    elif infinite == "reverse":
+        reason = f"has probability 0 where the student has probability mass: the {what} is infinite"
+        raise_at(teacher.argument, reason, rows, chunk.selection, (log_p == -math.inf) & (z > -math.inf))
+
+
+def _examples(student: Tensor) -> list[dict[str, object]]:
+    return [{"teacher_logits": torch.randn_like(student), "temperature": 2.0}]
+
+
+def _unit(name: str, description: str) -> Option:
+    return Option(name, description, ge=0.0, le=1.0)
+
+
+_INPUTS = (STUDENT_LOGITS, *TEACHER_FORMS)
+
+jsd = register(
+    prepare_jsd,
+    title="JSD",
+    summary="Generalized Jensen-Shannon divergence JSD(β) (GKD) and its gradient",
+    description="T² · [β·KL(p‖M) + (1−β)·KL(q‖M)], M = β·p + (1−β)·q, q = softmax(student / T); β = 0 is KL(p‖q), β = 1 is KL(q‖p).",
+    inputs=_INPUTS,
+    options=(
+        _unit("beta", "β in [0, 1]: the teacher's weight in the mixture; 0 is forward KL, 1 is reverse KL."),
+        TEMPERATURE,
+        SCALE_T2,
+        REDUCTION,
+    ),
+    examples=lambda student: [{"teacher_logits": torch.randn_like(student), "beta": 0.5, "temperature": 2.0}],
+)
+
+reverse_kl = register(
+    prepare_reverse_kl,
+    title="ReverseKL",
+    summary="Reverse KL divergence T²·KL(student ‖ teacher) (MiniLLM) and its gradient",
+    description="T² · KL(q‖p), q = softmax(student / T); infinite (422) where the teacher has probability 0 and the student mass.",
+    inputs=_INPUTS,
+    options=(TEMPERATURE, SCALE_T2, REDUCTION),
+    examples=_examples,
+)
+
+skew_kl = register(
+    prepare_skew_kl,
+    title="SkewKL",
+    summary="Skew KL divergence T²·KL(teacher ‖ α·teacher + (1−α)·student) (DistiLLM) and its gradient",
+    description="T² · KL(p ‖ α·p + (1−α)·q), q = softmax(student / T); α = 0 is KL(p‖q).",
+    inputs=_INPUTS,
+    options=(_unit("alpha", "α in [0, 1]: the teacher's share of the skewed student; 0 is forward KL."), TEMPERATURE, SCALE_T2, REDUCTION),
+    examples=_examples,
+)
+
+skew_reverse_kl = register(
+    prepare_skew_reverse_kl,
+    title="SkewReverseKL",
+    summary="Skew reverse KL divergence T²·KL(student ‖ (1−α)·teacher + α·student) (DistiLLM) and its gradient",
+    description="T² · KL(q ‖ (1−α)·p + α·q), q = softmax(student / T); α = 0 is KL(q‖p).",
+    inputs=_INPUTS,
+    options=(_unit("alpha", "α in [0, 1]: the student's share of the skewed teacher; 0 is reverse KL."), TEMPERATURE, SCALE_T2, REDUCTION),
+    examples=_examples,
+)
+
+tvd = register(
+    prepare_tvd,
+    title="TVD",
+    summary="Total variation distance T²·½Σ|teacher − student| and its gradient",
+    description="T² · ½ Σ |p − q|, q = softmax(student / T); its gradient scales as 1/T, so scale_t2: false may suit T ≠ 1.",
+    inputs=_INPUTS,
+    options=(TEMPERATURE, SCALE_T2, REDUCTION),
+    examples=_examples,
+)
