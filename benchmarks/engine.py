@@ -6,12 +6,13 @@ torch during one call beyond the inputs (from the profiler's allocation events),
 Like the service, the process keeps freed memory for reuse (distill.native.allocator), which applies to
 both sides; ``--default-allocator`` measures with glibc's defaults instead.
 
-    python benchmarks/engine.py [--device cpu|cuda] [--repeats 30]
+    python benchmarks/engine.py [--device cpu|cuda] [--repeats 30] [--shapes 64x32000,8x1000] [--losses jsd,tvd]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -59,7 +60,51 @@ def cases(rows: int, classes: int, device: torch.device) -> list[Case]:
             lambda: distill.bce(student, teacher_logits=teacher, temperature=T),
             autograd(lambda s: F.binary_cross_entropy_with_logits(s / T, torch.sigmoid(teacher / T)) * T * T),
         ),
+        *divergence_cases(student, teacher, autograd, T),
     ]
+
+
+def divergence_cases(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    autograd: Callable[[Callable[[torch.Tensor], torch.Tensor]], Callable[[], object]],
+    T: float,
+) -> list[Case]:
+    """The LLM divergences, each against the formula as one writes it in PyTorch (TRL-style log-space mixtures)."""
+    rows = student.shape[0]
+
+    def mixture(log_p: torch.Tensor, log_q: torch.Tensor, a: float) -> torch.Tensor:
+        return torch.logsumexp(torch.stack([log_p + math.log(a), log_q + math.log(1 - a)]), dim=0)
+
+    def jsd(s: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+        log_p, log_q = F.log_softmax(teacher / T, -1), F.log_softmax(s / T, -1)
+        log_m = mixture(log_p, log_q, beta)
+        kl_teacher = F.kl_div(log_m, log_p, reduction="sum", log_target=True)
+        kl_student = F.kl_div(log_m, log_q, reduction="sum", log_target=True)
+        return (beta * kl_teacher + (1 - beta) * kl_student) / rows * T * T
+
+    def reverse_kl(s: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(teacher / T, -1)
+        return F.kl_div(log_p, F.log_softmax(s / T, -1), reduction="batchmean", log_target=True) * T * T
+
+    def skew_kl(s: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+        log_p = F.log_softmax(teacher / T, -1)
+        return F.kl_div(mixture(log_p, F.log_softmax(s / T, -1), alpha), log_p, reduction="batchmean", log_target=True) * T * T
+
+    def skew_reverse_kl(s: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+        log_p, log_q = F.log_softmax(teacher / T, -1), F.log_softmax(s / T, -1)
+        log_m = mixture(log_p, log_q, 1 - alpha)
+        return F.kl_div(log_m, log_q, reduction="batchmean", log_target=True) * T * T
+
+    def tvd(s: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (F.softmax(teacher / T, -1) - F.softmax(s / T, -1)).abs().sum() / rows * T * T
+
+    def engine(name: str) -> Callable[[], object]:
+        loss = getattr(distill, name)
+        return lambda: loss(student, teacher_logits=teacher, temperature=T)
+
+    references = {"jsd": jsd, "reverse_kl": reverse_kl, "skew_kl": skew_kl, "skew_reverse_kl": skew_reverse_kl, "tvd": tvd}
+    return [(name, engine(name), autograd(reference)) for name, reference in references.items()]
 
 
 def paired_seconds(
@@ -106,21 +151,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
+    parser.add_argument("--shapes", default="64x32000,8x1000", help="comma-separated ROWSxCLASSES")
+    parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")
     args = parser.parse_args()
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+    wanted = set(filter(None, args.losses.split(",")))
     if not args.default_allocator:
         keep_freed_memory()
     device = torch.device(args.device)
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
     header = ("loss", "shape", "engine ms", "autograd ms", "ratio", "engine MiB", "autograd MiB", "input MiB")
-    print("{:8} {:>12} {:>10} {:>12} {:>6} {:>11} {:>13} {:>10}".format(*header))
-    for rows, classes in ((64, 32000), (8, 1000)):
+    print("{:15} {:>13} {:>10} {:>12} {:>6} {:>11} {:>13} {:>10}".format(*header))
+    for rows, classes in shapes:
         for name, engine, reference in cases(rows, classes, device):
+            if wanted and name not in wanted:
+                continue
             engine_s, reference_s = paired_seconds(engine, reference, args.repeats, device)
             engine_mb = peak_bytes(engine, device) / 2**20
             reference_mb = peak_bytes(reference, device) / 2**20
             input_mb = rows * classes * 4 / 2**20
             print(
-                f"{name:8} {f'({rows}, {classes})':>12} {engine_s * 1e3:10.3f} {reference_s * 1e3:12.3f} "
+                f"{name:15} {f'({rows}, {classes})':>13} {engine_s * 1e3:10.3f} {reference_s * 1e3:12.3f} "
                 f"{engine_s / reference_s:6.2f} {engine_mb:11.1f} {reference_mb:13.1f} {input_mb:10.1f}"
             )
 

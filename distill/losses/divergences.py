@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -50,6 +51,8 @@ from torch import Tensor
 
 from distill.errors import InputError
 from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPERATURE
+from distill.native import kernels as native
+from distill.native.kernels import Fused
 from distill.registry import Option, register
 from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
@@ -65,10 +68,20 @@ REDUCTION = Option(
     choices=REDUCTIONS,
 )
 
-#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C); see the module docstring.
+#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C); see the module docstring. w may be the
+#: elements tensor itself: the kernel reads w only before it scales the elements.
 Terms = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 #: Where the value can be infinite: KL(p‖q)-type, KL(q‖p)-type, or nowhere.
 Infinite = Literal["forward", "reverse"] | None
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One divergence at its parameter: its torch terms, where it can be infinite, its compiled kernel's code."""
+
+    terms: Terms
+    infinite: Infinite
+    code: int
 
 
 def _log(value: float) -> float:
@@ -90,17 +103,21 @@ def forward_kl(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tens
 
 
 def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
-    """KL(q‖p): elements q·(log q − log p), and w is the same."""
+    """KL(q‖p): elements q·(log q − log p), and w is the same tensor (the kernel only reads w)."""
     elements = q * (log_q - log_p)
-    return elements, elements.clone()
+    return elements, elements
 
 
-def jsd_terms(beta: float) -> tuple[Terms, Infinite]:
+FORWARD_KL = Divergence(forward_kl, "forward", native.DIV_FORWARD_KL)
+REVERSE_KL = Divergence(reverse_kl_terms, "reverse", native.DIV_REVERSE_KL)
+
+
+def jsd_divergence(beta: float) -> Divergence:
     """Generalized JSD(β): the end points are the KL divergences (TRL's convention)."""
     if beta == 0.0:
-        return forward_kl, "forward"
+        return FORWARD_KL
     if beta == 1.0:
-        return reverse_kl_terms, "reverse"
+        return REVERSE_KL
     log_beta, log_rest = math.log(beta), math.log1p(-beta)
 
     def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,13 +126,13 @@ def jsd_terms(beta: float) -> tuple[Terms, Infinite]:
         elements = torch.add(student, p * (log_p - log_m), alpha=beta / (1.0 - beta)).mul_(1.0 - beta)
         return elements, student.mul_(1.0 - beta)
 
-    return terms, None
+    return Divergence(terms, None, native.DIV_JSD)
 
 
-def skew_kl_terms(alpha: float) -> tuple[Terms, Infinite]:
+def skew_kl_divergence(alpha: float) -> Divergence:
     """KL(p ‖ α·p + (1−α)·q)."""
     if alpha == 0.0:
-        return forward_kl, "forward"
+        return FORWARD_KL
     log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
 
     def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
@@ -124,20 +141,20 @@ def skew_kl_terms(alpha: float) -> tuple[Terms, Infinite]:
         w = torch.exp(log_q + log_p - log_m).mul_(-(1.0 - alpha))
         return elements, w
 
-    return terms, None
+    return Divergence(terms, None, native.DIV_SKEW_KL)
 
 
-def skew_reverse_kl_terms(alpha: float) -> tuple[Terms, Infinite]:
+def skew_reverse_kl_divergence(alpha: float) -> Divergence:
     """KL(q ‖ (1−α)·p + α·q)."""
-    log_alpha, log_rest = _log(alpha), _log(1.0 - alpha)
+    if alpha == 0.0:
+        return REVERSE_KL
+    log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
 
     def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
         log_ratio = log_q - _mixture(log_rest, log_p, log_alpha, log_q)
-        elements = q * log_ratio
-        w = q * (log_ratio - alpha * torch.exp(log_ratio)) if alpha > 0.0 else elements.clone()
-        return elements, w
+        return q * log_ratio, q * (log_ratio - alpha * torch.exp(log_ratio))
 
-    return terms, "reverse" if alpha == 0.0 else None
+    return Divergence(terms, None, native.DIV_SKEW_REVERSE_KL)
 
 
 def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,10 +163,13 @@ def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tenso
     return difference.abs().mul_(0.5), torch.sign(difference).mul_(q).mul_(0.5)
 
 
+TVD = Divergence(tvd_terms, None, native.DIV_TVD)
+
+
 def _prepare(
     name: str,
     what: str,
-    divergence: tuple[Terms, Infinite],
+    divergence: Divergence,
     parameter: float,
     student_logits: Tensor,
     teacher_logits: Tensor | None,
@@ -181,12 +201,16 @@ def _prepare(
     def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
         return divergence_kernel(layout, Teacher(kind, data["teacher"]), temperature, factor, divergence, what)
 
+    def build_fused(data: dict[str, Tensor]) -> Fused:
+        return native.divergence_fused(data["teacher"], kind, data["row_max"], divergence.code, parameter, temperature, factor)
+
     return Prepared(
         loss=name,
         rows=rows,
         student=student,
         data={"teacher": teacher.flat, "row_max": row_max},
         build=build,
+        build_fused=build_fused,
         key=(name, rows.n_classes, student.dtype, student.device, kind, teacher.flat.dtype, temperature, factor, parameter),
         reduction=reduction_,
         normalizer=normalizer,
@@ -227,7 +251,7 @@ def prepare_jsd(
     return _prepare(
         "jsd",
         "generalized JSD",
-        jsd_terms(beta),
+        jsd_divergence(beta),
         beta,
         student_logits,
         teacher_logits,
@@ -261,7 +285,7 @@ def prepare_reverse_kl(
     return _prepare(
         "reverse_kl",
         "reverse KL divergence",
-        (reverse_kl_terms, "reverse"),
+        REVERSE_KL,
         0.0,
         student_logits,
         teacher_logits,
@@ -300,7 +324,7 @@ def prepare_skew_kl(
     return _prepare(
         "skew_kl",
         "skew KL divergence",
-        skew_kl_terms(alpha),
+        skew_kl_divergence(alpha),
         alpha,
         student_logits,
         teacher_logits,
@@ -339,7 +363,7 @@ def prepare_skew_reverse_kl(
     return _prepare(
         "skew_reverse_kl",
         "skew reverse KL divergence",
-        skew_reverse_kl_terms(alpha),
+        skew_reverse_kl_divergence(alpha),
         alpha,
         student_logits,
         teacher_logits,
@@ -369,7 +393,7 @@ def prepare_tvd(
     return _prepare(
         "tvd",
         "total variation distance",
-        (tvd_terms, None),
+        TVD,
         0.0,
         student_logits,
         teacher_logits,
@@ -404,11 +428,9 @@ def _teacher_parts(t: Tensor, kind: str, inverse_t: float) -> tuple[Tensor, Tens
     return t, t.log()
 
 
-def divergence_kernel(
-    rows: Rows, teacher: Teacher, temperature: float, factor: float, divergence: tuple[Terms, Infinite], what: str
-) -> Kernel:
-    """The per-chunk kernel of one divergence: its elements and ∂D/∂z = w − q·Σw (module docstring)."""
-    terms, infinite = divergence
+def divergence_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float, divergence: Divergence, what: str) -> Kernel:
+    """The per-chunk torch kernel of one divergence: its elements and ∂D/∂z = w − q·Σw (module docstring)."""
+    terms, infinite = divergence.terms, divergence.infinite
     inverse_t = 1.0 / temperature
 
     def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:

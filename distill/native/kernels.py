@@ -27,6 +27,8 @@ from distill.native import loader
 
 TEACHER_KINDS = {"logits": 0, "probs": 1, "log_probs": 2}
 LOSS_KL, LOSS_CE = 0, 1
+#: The divergences of :mod:`distill.losses.divergences`, as the kernel numbers them.
+DIV_FORWARD_KL, DIV_REVERSE_KL, DIV_JSD, DIV_SKEW_KL, DIV_SKEW_REVERSE_KL, DIV_TVD = range(6)
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 
@@ -108,6 +110,27 @@ class BceArgs(ctypes.Structure):
     )
 
 
+class DivergenceArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("kept", ctypes.c_void_p),
+        ("student", ctypes.c_void_p),
+        ("teacher", ctypes.c_void_p),
+        ("row_max", ctypes.c_void_p),
+        ("teacher_kind", ctypes.c_int),
+        ("divergence", ctypes.c_int),
+        ("parameter", ctypes.c_double),
+        ("inv_t", ctypes.c_double),
+        ("factor", ctypes.c_double),
+        ("scale", GradScale),
+        ("grad", ctypes.c_void_p),
+        ("row_loss", ctypes.c_void_p),
+        ("scratch", ctypes.c_void_p),
+    )
+
+
 @dataclass(frozen=True)
 class FusedCall:
     """What a fused kernel computes in one call: every kept row.
@@ -136,6 +159,7 @@ _STRUCTS: dict[str, type[ctypes.Structure]] = {
     "HardArgs": HardArgs,
     "SoftArgs": SoftArgs,
     "BceArgs": BceArgs,
+    "DivergenceArgs": DivergenceArgs,
 }
 
 
@@ -143,7 +167,13 @@ def _load() -> ctypes.CDLL | None:
     library = loader.load_library("distill.native._kernels", _STRUCTS)
     if library is None:
         return None
-    entry_points = (("distill_extrema", ExtremaArgs), ("distill_ce_hard", HardArgs), ("distill_soft", SoftArgs), ("distill_bce", BceArgs))
+    entry_points = (
+        ("distill_extrema", ExtremaArgs),
+        ("distill_ce_hard", HardArgs),
+        ("distill_soft", SoftArgs),
+        ("distill_bce", BceArgs),
+        ("distill_divergence", DivergenceArgs),
+    )
     for name, args in entry_points:
         function = getattr(library, name)
         function.argtypes = (ctypes.POINTER(args), ctypes.c_int)
@@ -327,6 +357,71 @@ def bce(
     )
     assert _LIBRARY is not None
     return _LIBRARY.distill_bce(ctypes.byref(args), _threads()) == 0
+
+
+def divergence(
+    student: Tensor,
+    teacher: Tensor,
+    kind: str,
+    code: int,
+    parameter: float,
+    kept: Tensor | None,
+    row_max: Tensor | None,
+    temperature: float,
+    factor: float,
+    scale: float | Tensor,
+    grad: Tensor | None,
+    row_loss: Tensor,
+) -> bool:
+    """One of the ``DIV_*`` divergences of the kept rows into ``row_loss`` (and ``grad``); False on failure."""
+    threads = _threads()
+    n_classes = student.shape[1]
+    scratch = torch.empty(2 * threads * n_classes, dtype=student.dtype)
+    args = DivergenceArgs(
+        dtype=_DTYPES[student.dtype],
+        rows=row_loss.numel(),
+        classes=n_classes,
+        kept=_pointer(kept),
+        student=student.data_ptr(),
+        teacher=teacher.data_ptr(),
+        row_max=_pointer(row_max),
+        teacher_kind=TEACHER_KINDS[kind],
+        divergence=code,
+        parameter=parameter,
+        inv_t=1.0 / temperature,
+        factor=factor,
+        scale=_scale(scale),
+        grad=_pointer(grad),
+        row_loss=row_loss.data_ptr(),
+        scratch=scratch.data_ptr(),
+    )
+    assert _LIBRARY is not None
+    return _LIBRARY.distill_divergence(ctypes.byref(args), threads) == 0
+
+
+def divergence_fused(teacher: Tensor, kind: str, row_max: Tensor, code: int, parameter: float, temperature: float, factor: float) -> Fused:
+    """The divergence kernel (``DIV_*``, with β or α as ``parameter``) for (rows, C) teacher rows of ``kind``."""
+
+    def fused(call: FusedCall) -> bool:
+        dtype = call.student.dtype
+        teacher_rows = operand(teacher, dtype)
+        assert teacher_rows is not None
+        return divergence(
+            call.student,
+            teacher_rows,
+            kind,
+            code,
+            parameter,
+            call.kept,
+            operand(row_max, dtype),
+            temperature,
+            factor,
+            call.grad_scale,
+            call.grad,
+            call.row_loss,
+        )
+
+    return fused
 
 
 def soft_fused(

@@ -31,6 +31,12 @@ constexpr int kTeacherLogits = 0;
 constexpr int kTeacherProbs = 1;
 constexpr int kTeacherLogProbs = 2;
 constexpr int kLossKL = 0;
+constexpr int kDivForwardKL = 0;
+constexpr int kDivReverseKL = 1;
+constexpr int kDivJSD = 2;
+constexpr int kDivSkewKL = 3;
+constexpr int kDivSkewReverseKL = 4;
+constexpr int kDivTVD = 5;
 
 }  // namespace
 
@@ -106,6 +112,26 @@ struct BceArgs {
     GradScale scale;
     void* grad;
     void* row_loss;
+};
+
+// The divergences of distill/losses/divergences.py between p (the teacher) and q = softmax(s / T).
+struct DivergenceArgs {
+    int dtype;
+    int64_t rows;  // rows to compute (kept rows)
+    int64_t classes;
+    const int64_t* kept;  // row i is student row kept[i]; null: row i
+    const void* student;
+    const void* teacher;  // same layout as the student
+    const void* row_max;  // per student row, or null
+    int teacher_kind;
+    int divergence;  // kDiv*
+    double parameter;  // β (JSD) or α (skew KL, skew reverse KL)
+    double inv_t;
+    double factor;
+    GradScale scale;
+    void* grad;
+    void* row_loss;
+    void* scratch;  // 2 * classes elements per thread
 };
 
 }  // extern "C"
@@ -205,6 +231,16 @@ __attribute__((visibility("default"))) int distill_bce(const BceArgs* args, int 
     });
 }
 
+__attribute__((visibility("default"))) int distill_divergence(const DivergenceArgs* args, int threads) {
+    const DivergenceArgs& a = *args;
+    const bool fast = use_avx2();
+    const size_t element = a.dtype == kFloat64 ? sizeof(double) : sizeof(float);
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast, element](int thread, int64_t begin, int64_t end) {
+        void* scratch = static_cast<char*>(a.scratch) + 2 * static_cast<size_t>(thread) * static_cast<size_t>(a.classes) * element;
+        DISTILL_DISPATCH(fast, divergence, a, begin, end, scratch);
+    });
+}
+
 __attribute__((visibility("default"))) int distill_isa() { return use_avx2() ? 2 : 0; }
 
 // sizeof the named argument struct, or -1 for a name this library does not know.
@@ -214,6 +250,7 @@ __attribute__((visibility("default"))) int64_t distill_abi_size(const char* name
     if (std::strcmp(name, "HardArgs") == 0) return sizeof(HardArgs);
     if (std::strcmp(name, "SoftArgs") == 0) return sizeof(SoftArgs);
     if (std::strcmp(name, "BceArgs") == 0) return sizeof(BceArgs);
+    if (std::strcmp(name, "DivergenceArgs") == 0) return sizeof(DivergenceArgs);
     return -1;
 }
 

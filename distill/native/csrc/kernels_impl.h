@@ -444,3 +444,143 @@ static void bce(const BceArgs& a, int64_t begin, int64_t end) {
     if (a.dtype == kFloat64) bce_typed<double>(a, begin, end);
     else bce_typed<float>(a, begin, end);
 }
+
+// The divergences of distill/losses/divergences.py (kDiv*), rows [begin, end). Pass 1 takes the
+// student's (and teacher logits') exponentials and row sums; pass 2 forms q, log q, p, log p from
+// them (log q = (z − max z) − log Σ, no per-element log), the divergence's elements and its
+// w = q · ∂D/∂q, and stores w; pass 3 writes the gradient (w − q · Σ w) · scale. Classes where the
+// value is infinite (a −inf student class with teacher mass for KL(p‖·); teacher probability 0 where
+// the student is finite for KL(q‖·)) make the row loss +inf: the torch path then names them.
+template <typename T, int Kind, int Div, bool Grad>
+static void divergence_rows(const DivergenceArgs& a, int64_t begin, int64_t end, T* scratch) {
+    typedef Pack<T> P;
+    typedef typename P::V V;
+    const int64_t n = a.classes;
+    const T inv_t = static_cast<T>(a.inv_t);
+    const T factor = static_cast<T>(a.factor);
+    const T beta = static_cast<T>(a.parameter);
+    const T rest = T(1) - beta;
+    const V zero = P::splat(0), one = P::splat(1), half = P::splat(T(0.5));
+    const V neg_inf = P::splat(-INFINITY);
+    T* teacher_exp = scratch + n;
+    for (int64_t i = begin; i < end; ++i) {
+        const int64_t r = a.kept ? a.kept[i] : i;
+        const T* s = static_cast<const T*>(a.student) + r * n;
+        const T* t = static_cast<const T*>(a.teacher) + r * n;
+        T* g = Grad ? static_cast<T*>(a.grad) + r * n : nullptr;
+        T* student_exp = Grad ? g : scratch;
+        const T ms = (a.row_max ? static_cast<const T*>(a.row_max)[r] : row_max(s, n)) * inv_t;
+        const T mt = Kind == kTeacherLogits ? row_max(t, n) * inv_t : T(0);
+        V sum_s = zero, sum_t = zero;
+        for (int64_t c = 0; c < n; c += P::width) {
+            const int64_t k = n - c < P::width ? n - c : P::width;
+            const V es = P::keep(P::exp(P::load(s + c, k, 0) * inv_t - ms), k);
+            sum_s += es;
+            P::store(student_exp + c, es, k);
+            if (Kind == kTeacherLogits) {
+                const V et = P::keep(P::exp(P::load(t + c, k, 0) * inv_t - mt), k);
+                sum_t += et;
+                P::store(teacher_exp + c, et, k);
+            }
+        }
+        const T row_sum_s = P::sum(sum_s);
+        const T inv_sum_s = T(1) / row_sum_s, log_sum_s = std::log(row_sum_s);
+        const T row_sum_t = Kind == kTeacherLogits ? P::sum(sum_t) : T(1);
+        const T inv_sum_t = T(1) / row_sum_t, log_sum_t = std::log(row_sum_t);
+        V acc = zero, w_sum = zero, infinite = zero;
+        for (int64_t c = 0; c < n; c += P::width) {
+            const int64_t k = n - c < P::width ? n - c : P::width;
+            const V z = P::load(s + c, k, 0) * inv_t;
+            // TVD's sign(q − p) must see q == p where the inputs are equal: dividing (which is never
+            // fused into the subtraction, unlike a product under -ffp-contract) rounds both alike.
+            const V es = P::load(student_exp + c, k, 0);
+            const V q = Div == kDivTVD ? es / row_sum_s : es * inv_sum_s;
+            const V log_q = (z - ms) - log_sum_s;
+            V p, log_p;
+            if (Kind == kTeacherLogits) {
+                const V et = P::load(teacher_exp + c, k, 0);
+                p = Div == kDivTVD ? et / row_sum_t : et * inv_sum_t;
+                log_p = (P::load(t + c, k, 0) * inv_t - mt) - log_sum_t;
+            } else if (Kind == kTeacherProbs) {
+                p = P::load(t + c, k, 1);
+                log_p = p > 0 ? P::log(p) : neg_inf;
+            } else {
+                log_p = P::load(t + c, k, 0);
+                p = P::exp(log_p);
+            }
+            V e, w;
+            if (Div == kDivForwardKL) {
+                e = p > 0 ? p * (log_p - log_q) : zero;
+                w = -p;
+            } else if (Div == kDivReverseKL) {
+                e = q > 0 ? q * (log_q - log_p) : zero;
+                w = e;
+                infinite += P::keep(log_p == neg_inf && z > neg_inf ? one : zero, k);
+            } else if (Div == kDivTVD) {
+                const V d = q - p;
+                e = half * (d > 0 ? d : -d);
+                w = d > 0 ? half * q : (d < 0 ? -half * q : zero);
+            } else {
+                // JSD: m = β·p + (1−β)·q; skew KL: m = α·p + (1−α)·q; skew reverse KL: m = (1−α)·p + α·q.
+                const V m = Div == kDivSkewReverseKL ? rest * p + beta * q : beta * p + rest * q;
+                const V log_m = m > 0 ? P::log(m) : zero;
+                const V student_term = q > 0 ? q * (log_q - log_m) : zero;
+                if (Div == kDivJSD) {
+                    e = (p > 0 ? beta * p * (log_p - log_m) : zero) + rest * student_term;
+                    w = rest * student_term;
+                } else if (Div == kDivSkewKL) {
+                    e = p > 0 ? p * (log_p - log_m) : zero;
+                    w = m > 0 ? -rest * q * p / (m > 0 ? m : one) : zero;
+                } else {
+                    e = student_term;
+                    w = q > 0 ? student_term - beta * q * q / (m > 0 ? m : one) : zero;
+                }
+            }
+            acc += P::keep(e, k);
+            w_sum += P::keep(w, k);
+            if (Grad) P::store(teacher_exp + c, w, k);
+        }
+        const T loss = P::sum(infinite) > 0 ? T(INFINITY) : P::sum(acc);
+        static_cast<T*>(a.row_loss)[i] = loss * factor;
+        if (!Grad) continue;
+        const T gs = row_scale<T>(a.scale, i);
+        const T q_coef = inv_sum_s * P::sum(w_sum);
+        for (int64_t c = 0; c < n; c += P::width) {
+            const int64_t k = n - c < P::width ? n - c : P::width;
+            P::store(g + c, (P::load(teacher_exp + c, k, 0) - P::load(g + c, k, 0) * q_coef) * gs, k);
+        }
+    }
+}
+
+template <typename T, int Kind, int Div>
+static void divergence_grad(const DivergenceArgs& a, int64_t begin, int64_t end, T* scratch) {
+    if (a.grad) divergence_rows<T, Kind, Div, true>(a, begin, end, scratch);
+    else divergence_rows<T, Kind, Div, false>(a, begin, end, scratch);
+}
+
+template <typename T, int Kind>
+static void divergence_kind(const DivergenceArgs& a, int64_t begin, int64_t end, T* scratch) {
+    switch (a.divergence) {
+        case kDivForwardKL: divergence_grad<T, Kind, kDivForwardKL>(a, begin, end, scratch); break;
+        case kDivReverseKL: divergence_grad<T, Kind, kDivReverseKL>(a, begin, end, scratch); break;
+        case kDivJSD: divergence_grad<T, Kind, kDivJSD>(a, begin, end, scratch); break;
+        case kDivSkewKL: divergence_grad<T, Kind, kDivSkewKL>(a, begin, end, scratch); break;
+        case kDivSkewReverseKL: divergence_grad<T, Kind, kDivSkewReverseKL>(a, begin, end, scratch); break;
+        default: divergence_grad<T, Kind, kDivTVD>(a, begin, end, scratch);
+    }
+}
+
+template <typename T>
+static void divergence_typed(const DivergenceArgs& a, int64_t begin, int64_t end, void* scratch) {
+    T* buffer = static_cast<T*>(scratch);
+    switch (a.teacher_kind) {
+        case kTeacherLogits: divergence_kind<T, kTeacherLogits>(a, begin, end, buffer); break;
+        case kTeacherProbs: divergence_kind<T, kTeacherProbs>(a, begin, end, buffer); break;
+        default: divergence_kind<T, kTeacherLogProbs>(a, begin, end, buffer);
+    }
+}
+
+static void divergence(const DivergenceArgs& a, int64_t begin, int64_t end, void* scratch) {
+    if (a.dtype == kFloat64) divergence_typed<double>(a, begin, end, scratch);
+    else divergence_typed<float>(a, begin, end, scratch);
+}
