@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distill import LOSSES
 from distill.batching.group import run_group
 from distill.losses.bce import prepare_bce
 from distill.losses.cross_entropy import prepare_cross_entropy
@@ -110,3 +111,33 @@ def test_keys_separate_incompatible_requests():
     )
     with pytest.raises(ValueError):
         run_group([base, prepare_kl_div(student, teacher_logits=teacher, temperature=3.0)])
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("jsd", {"beta": 0.3}), ("reverse_kl", {}), ("skew_kl", {"alpha": 0.2}), ("skew_reverse_kl", {"alpha": 0.2}), ("tvd", {})],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_divergences_group_equals_solo(name, options, dtype):
+    prepare = LOSSES[name].prepare
+    group = []
+    for index in range(7):
+        lead = [(3,), (2, 5), (7,), (1,)][index % 4]
+        mask = torch.ones(lead, dtype=torch.bool)
+        mask.view(-1)[-1] = index % 2 == 0
+        student, teacher = inputs.logits((*lead, 13), dtype, index), inputs.logits((*lead, 13), dtype, 50 + index)
+        group.append(
+            prepare(
+                student,
+                teacher_logits=teacher,
+                temperature=2.0,
+                reduction=["batchmean", "sum", "mean", "none"][index % 4],
+                mask=mask,
+                **options,
+            )
+        )
+    assert len({item.key for item in group}) == 1
+    for grouped, item in zip(run_group(group), group, strict=True):
+        assert_same(grouped, run(item))
+    other = prepare(inputs.logits((2, 13), dtype, 1), teacher_logits=inputs.logits((2, 13), dtype, 2), temperature=3.0, **options)
+    assert other.key != group[0].key

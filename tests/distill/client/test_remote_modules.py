@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill import Term
-from distill.client import DistillClient, RemoteBCE, RemoteCrossEntropy, RemoteDistillLoss, RemoteKLDiv
+from distill.client import DistillClient, RemoteBCE, RemoteCrossEntropy, RemoteDistillLoss, RemoteJSD, RemoteKLDiv, RemoteReverseKL
 from tests.live import live_server
 from tests.tolerances import assert_close
 
@@ -65,6 +66,23 @@ def test_cross_entropy_hard(client):
 def test_cross_entropy_soft(client):
     remote = RemoteCrossEntropy(client, temperature=2.0)
     check(lambda s, t, y: remote(s, teacher_logits=t), lambda s, t, y: F.cross_entropy(s / 2, F.softmax(t / 2, -1)) * 4)
+
+
+def test_jsd_and_reverse_kl(client):
+    def jsd(s, t, beta=0.3):
+        log_q, log_p = F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1)
+        log_m = torch.logsumexp(torch.stack([log_p + math.log(beta), log_q + math.log(1 - beta)]), dim=0)
+        kl_teacher = F.kl_div(log_m, log_p, reduction="sum", log_target=True)
+        kl_student = F.kl_div(log_m, log_q, reduction="sum", log_target=True)
+        return (beta * kl_teacher + (1 - beta) * kl_student) / s.shape[0] * 4
+
+    remote = RemoteJSD(client, beta=0.3, temperature=2.0)
+    check(lambda s, t, y: remote(s, t), lambda s, t, y: jsd(s, t))
+    reverse = RemoteReverseKL(client)
+    check(
+        lambda s, t, y: reverse(s, t),
+        lambda s, t, y: F.kl_div(F.log_softmax(t, -1), F.log_softmax(s, -1), reduction="batchmean", log_target=True),
+    )
 
 
 def test_bce(client):
