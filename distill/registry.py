@@ -91,8 +91,8 @@ class LossSpec:
         parameters: every keyword of ``prepare``, in signature order.
         inputs / options: its tensor arguments and scalar options, in signature order.
         batches: whether concurrent requests may share one engine call (by ``Prepared.key``).
-        examples: keyword arguments (besides the student) of tiny valid calls for a (rows, C)
-            student, used to warm the engine up and by the registry-wide tests.
+        examples: keyword arguments (besides the student) of small valid calls for a student of any
+            shape (..., C), used to warm the engine up and by the registry-wide tests.
     """
 
     name: str

@@ -313,7 +313,8 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
 
 
 def _examples(student: Tensor) -> list[dict[str, object]]:
-    labels = torch.arange(student.shape[0], device=student.device) % student.shape[-1]
+    lead = student.shape[:-1]
+    labels = torch.arange(lead.numel(), device=student.device).reshape(lead) % student.shape[-1]
     return [{"labels": labels, "label_smoothing": 0.1}, {"teacher_logits": torch.randn_like(student)}]
 
 

@@ -48,6 +48,19 @@ def test_cuda_matches_cpu(name):
     assert_close(on_gpu.grad.cpu(), on_cpu.grad, torch.float32)
 
 
+@pytest.mark.parametrize("spec", list(distill.LOSSES.values()), ids=list(distill.LOSSES))
+def test_every_registered_loss_on_cuda_matches_cpu(spec):
+    student = inputs.logits(SHAPE, torch.float32, 10)
+    mask = torch.arange(28).reshape(4, 7) % 4 != 1
+    for example in spec.examples(student):
+        on_cpu = spec.compute(**{spec.students[0].name: student}, **example, mask=mask)
+        on_gpu_example = {name: value.cuda() if isinstance(value, torch.Tensor) else value for name, value in example.items()}
+        on_gpu = spec.compute(**{spec.students[0].name: student.cuda()}, **on_gpu_example, mask=mask.cuda())
+        assert on_gpu.grad.is_cuda
+        assert_close(on_gpu.loss.cpu(), on_cpu.loss, torch.float32)
+        assert_close(on_gpu.grad.cpu(), on_cpu.grad, torch.float32)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_cuda_dtypes(dtype):
     student, teacher = inputs.logits((8, 100), dtype, 4), inputs.logits((8, 100), dtype, 5)

@@ -42,8 +42,9 @@ def test_public_function_has_the_prepare_signature_and_is_exported(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_examples_compute_and_equal_the_prepared_run(spec):
-    student = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 5), (7,)])
+def test_examples_compute_and_equal_the_prepared_run(spec, shape):
+    student = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     for example in spec.examples(student):
         arguments = {spec.students[0].name: student, **example}
         result = spec.compute(**arguments)
