@@ -491,15 +491,13 @@ static void divergence_rows(const DivergenceArgs& a, int64_t begin, int64_t end,
         for (int64_t c = 0; c < n; c += P::width) {
             const int64_t k = n - c < P::width ? n - c : P::width;
             const V z = P::load(s + c, k, 0) * inv_t;
-            // TVD's sign(q − p) must see q == p where the inputs are equal: dividing (which is never
-            // fused into the subtraction, unlike a product under -ffp-contract) rounds both alike.
             const V es = P::load(student_exp + c, k, 0);
-            const V q = Div == kDivTVD ? es / row_sum_s : es * inv_sum_s;
+            const V q = es * inv_sum_s;
             const V log_q = (z - ms) - log_sum_s;
-            V p, log_p;
+            V p, log_p, et = zero;
             if (Kind == kTeacherLogits) {
-                const V et = P::load(teacher_exp + c, k, 0);
-                p = Div == kDivTVD ? et / row_sum_t : et * inv_sum_t;
+                et = P::load(teacher_exp + c, k, 0);
+                p = et * inv_sum_t;
                 log_p = (P::load(t + c, k, 0) * inv_t - mt) - log_sum_t;
             } else if (Kind == kTeacherProbs) {
                 p = P::load(t + c, k, 1);
@@ -517,9 +515,13 @@ static void divergence_rows(const DivergenceArgs& a, int64_t begin, int64_t end,
                 w = e;
                 infinite += P::keep(log_p == neg_inf && z > neg_inf ? one : zero, k);
             } else if (Div == kDivTVD) {
+                // sign(q − p) from q·Σs·Σt against p·Σs·Σt: products and a comparison, which
+                // -ffp-contract cannot fuse into one side only, so equal inputs compare equal.
+                const V a_side = Kind == kTeacherLogits ? es * row_sum_t : es;
+                const V b_side = Kind == kTeacherLogits ? et * row_sum_s : p * row_sum_s;
                 const V d = q - p;
-                e = half * (d > 0 ? d : -d);
-                w = d > 0 ? half * q : (d < 0 ? -half * q : zero);
+                e = a_side > b_side ? half * d : (a_side < b_side ? -half * d : zero);
+                w = a_side > b_side ? half * q : (a_side < b_side ? -half * q : zero);
             } else {
                 // JSD: m = β·p + (1−β)·q; skew KL: m = α·p + (1−α)·q; skew reverse KL: m = (1−α)·p + α·q.
                 const V m = Div == kDivSkewReverseKL ? rest * p + beta * q : beta * p + rest * q;
