@@ -97,7 +97,7 @@ def _mixture(log_a: float, log_p: Tensor, log_b: float, log_q: Tensor) -> Tensor
     return torch.logaddexp(log_p + log_a, log_q + log_b)
 
 
-def forward_kl(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+def forward_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
     """KL(p‖q): elements p·(log p − log q), w = −p."""
     return p * (log_p - log_q), -p
 
@@ -108,7 +108,7 @@ def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tupl
     return elements, elements
 
 
-FORWARD_KL = Divergence(forward_kl, "forward", native.DIV_FORWARD_KL)
+FORWARD_KL = Divergence(forward_kl_terms, "forward", native.DIV_FORWARD_KL)
 REVERSE_KL = Divergence(reverse_kl_terms, "reverse", native.DIV_REVERSE_KL)
 
 
@@ -123,7 +123,7 @@ def jsd_divergence(beta: float) -> Divergence:
     def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
         log_m = _mixture(log_beta, log_p, log_rest, log_q)
         student = q * (log_q - log_m)
-        elements = torch.add(student, p * (log_p - log_m), alpha=beta / (1.0 - beta)).mul_(1.0 - beta)
+        elements = (p * (log_p - log_m)).mul_(beta).add_(student, alpha=1.0 - beta)
         return elements, student.mul_(1.0 - beta)
 
     return Divergence(terms, None, native.DIV_JSD)
