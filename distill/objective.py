@@ -109,7 +109,8 @@ def distill(
         weighted = result.loss * term.coefficient
         total = weighted if total is None else total + weighted
         if result.grad is not None:
-            grad = result.grad * term.coefficient if grad is None else grad.add_(result.grad, alpha=term.coefficient)
+            weighted_grad = result.grad * term.coefficient  # a coefficient beyond the dtype's range gives inf, not an error
+            grad = weighted_grad if grad is None else grad.add_(weighted_grad)
         kept = result if term_grads else LossResult(result.loss, None, result.loss_sum, result.normalizer, result.reduction)
         results.append(TermResult(term.loss, term.coefficient, kept))
     assert total is not None

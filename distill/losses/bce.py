@@ -27,7 +27,7 @@ from distill.losses.common import OPTIONAL_TEMPERATURE, SCALE_T2
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
-from distill.rows.checks import check_logits, check_probs
+from distill.rows.checks import check_logits, check_probs, check_scaled
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
 from distill.rows.prepared import Prepared
@@ -86,6 +86,10 @@ def prepare_bce(
     else:
         check_probs(student, name, rows)
     teacher = resolve_teacher(rows, student.device, logits=teacher_logits, probs=teacher_probs, log_probs=None, allowed=("logits", "probs"))
+    if from_logits:
+        check_scaled(student, name, rows, temperature_)
+        if teacher.kind == "logits":
+            check_scaled(teacher.flat, "teacher_logits", rows, temperature_)
     data = {"teacher": teacher.flat}
     for option, value in (("weight", weight), ("pos_weight", pos_weight)):
         if value is not None:

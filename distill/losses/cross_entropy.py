@@ -35,7 +35,7 @@ from distill.losses.common import OPTIONAL_TEMPERATURE, SCALE_T2, STUDENT_LOGITS
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
-from distill.rows.checks import check_logits
+from distill.rows.checks import check_logits, check_scaled
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
 from distill.rows.prepared import Prepared, tensor_key
@@ -124,6 +124,9 @@ def prepare_cross_entropy(
         log_probs=teacher_log_probs,
         allowed=("logits", "probs", "log_probs"),
     )
+    check_scaled(student, "student_logits", rows, temperature_)
+    if teacher.kind == "logits":
+        check_scaled(teacher.flat, "teacher_logits", rows, temperature_)
     factor = temperature_**2 if scale_t2 else 1.0
     normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
     kind = teacher.kind

@@ -54,7 +54,7 @@ from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPE
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
-from distill.rows.checks import check_logits
+from distill.rows.checks import check_logits, check_scaled
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
@@ -68,9 +68,10 @@ REDUCTION = Option(
     choices=REDUCTIONS,
 )
 
-#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C); see the module docstring. w may be the
-#: elements tensor itself: the kernel reads w only before it scales the elements.
-Terms = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C), and whether to guard its
+#: products (see :func:`_product`); see the module docstring for w. w may be the elements tensor
+#: itself: the kernel reads w only before it scales the elements.
+Terms = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
 #: Where the value can be infinite: KL(p‖q)-type, KL(q‖p)-type, or nowhere.
 Infinite = Literal["forward", "reverse"] | None
 
@@ -88,6 +89,15 @@ def _log(value: float) -> float:
     return -math.inf if value == 0.0 else math.log(value)
 
 
+def _product(x: Tensor, y: Tensor, guarded: bool) -> Tensor:
+    """x·y; guarded, 0 wherever x is 0 whatever y is (0·log 0 = 0, and a vanishing term times ±∞).
+
+    The fast path multiplies plainly; a non-finite row sends the chunk through the guarded path.
+    """
+    product = x * y
+    return product.masked_fill_(x == 0, 0.0) if guarded else product
+
+
 def _mixture(log_a: float, log_p: Tensor, log_b: float, log_q: Tensor) -> Tensor:
     """log(a·p + b·q) from log p and log q (a or b may be 0: their log is −inf)."""
     if log_a == -math.inf:
@@ -97,14 +107,14 @@ def _mixture(log_a: float, log_p: Tensor, log_b: float, log_q: Tensor) -> Tensor
     return torch.logaddexp(log_p + log_a, log_q + log_b)
 
 
-def forward_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+def forward_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
     """KL(p‖q): elements p·(log p − log q), w = −p."""
-    return p * (log_p - log_q), -p
+    return _product(p, log_p - log_q, guarded), -p
 
 
-def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
     """KL(q‖p): elements q·(log q − log p), and w is the same tensor (the kernel only reads w)."""
-    elements = q * (log_q - log_p)
+    elements = _product(q, log_q - log_p, guarded)
     return elements, elements
 
 
@@ -120,10 +130,10 @@ def jsd_divergence(beta: float) -> Divergence:
         return REVERSE_KL
     log_beta, log_rest = math.log(beta), math.log1p(-beta)
 
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
         log_m = _mixture(log_beta, log_p, log_rest, log_q)
-        student = q * (log_q - log_m)
-        elements = (p * (log_p - log_m)).mul_(beta).add_(student, alpha=1.0 - beta)
+        student = _product(q, log_q - log_m, guarded)
+        elements = _product(p, log_p - log_m, guarded).mul_(beta).add_(student, alpha=1.0 - beta)
         return elements, student.mul_(1.0 - beta)
 
     return Divergence(terms, None, native.DIV_JSD)
@@ -135,10 +145,11 @@ def skew_kl_divergence(alpha: float) -> Divergence:
         return FORWARD_KL
     log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
 
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
         log_m = _mixture(log_alpha, log_p, log_rest, log_q)
-        elements = p * (log_p - log_m)
-        w = torch.exp(log_q + log_p - log_m).mul_(-(1.0 - alpha))
+        elements = _product(p, log_p - log_m, guarded)
+        # (1−α)·q·p/m = p·e^(log(1−α) + log q − log m), whose exponent is ≤ 0 since m ≥ (1−α)·q.
+        w = _product(p, torch.exp(log_q + log_rest - log_m), guarded).neg_()
         return elements, w
 
     return Divergence(terms, None, native.DIV_SKEW_KL)
@@ -150,14 +161,16 @@ def skew_reverse_kl_divergence(alpha: float) -> Divergence:
         return REVERSE_KL
     log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
 
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
         log_ratio = log_q - _mixture(log_rest, log_p, log_alpha, log_q)
-        return q * log_ratio, q * (log_ratio - alpha * torch.exp(log_ratio))
+        elements = _product(q, log_ratio, guarded)
+        # α·q/m = e^(log α + log q − log m) ≤ 1 since m ≥ α·q.
+        return elements, elements - _product(q, torch.exp(log_ratio + log_alpha), guarded)
 
     return Divergence(terms, None, native.DIV_SKEW_REVERSE_KL)
 
 
-def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor) -> tuple[Tensor, Tensor]:
+def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
     """½ Σ |p − q|: elements ½|q − p|, w = ½·q·sign(q − p)."""
     difference = q - p
     return difference.abs().mul_(0.5), torch.sign(difference).mul_(q).mul_(0.5)
@@ -194,6 +207,9 @@ def _prepare(
         log_probs=teacher_log_probs,
         allowed=("logits", "probs", "log_probs"),
     )
+    check_scaled(student, "student_logits", rows, temperature)
+    if teacher.kind == "logits":
+        check_scaled(teacher.flat, "teacher_logits", rows, temperature)
     factor = temperature**2 if scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind
@@ -438,13 +454,13 @@ def divergence_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: 
         z = s if inverse_t == 1.0 else s * inverse_t
         assert chunk.row_max is not None
         q, log_q = _log_softmax_parts(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
-        p, log_p = _teacher_parts(take(teacher.flat, chunk.selection).to(s.dtype), teacher.kind, inverse_t)
-        elements, w = terms(q, log_q, p, log_p)
+        t = take(teacher.flat, chunk.selection).to(s.dtype)
+        p, log_p = _teacher_parts(t, teacher.kind, inverse_t)
+        elements, w = terms(q, log_q, p, log_p, False)
         row_loss = elements.sum(dim=-1)
         if not bool(torch.isfinite(row_loss).all()) or (want_grad and not bool(torch.isfinite(w).all())):
-            _raise_if_infinite(infinite, what, teacher, rows, chunk, z, log_p)
-            elements.nan_to_num_(nan=0.0)
-            w.nan_to_num_(nan=0.0)
+            _raise_if_infinite(infinite, what, teacher, rows, chunk, z, t)
+            elements, w = terms(q, log_q, p, log_p, True)
             row_loss = elements.sum(dim=-1)
         grad = None
         if want_grad:
@@ -459,14 +475,19 @@ def divergence_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: 
     return kernel
 
 
-def _raise_if_infinite(infinite: Infinite, what: str, teacher: Teacher, rows: Rows, chunk: Chunk, z: Tensor, log_p: Tensor) -> None:
-    """Name the first element where the divergence is infinite, if the divergence can be."""
+def _raise_if_infinite(infinite: Infinite, what: str, teacher: Teacher, rows: Rows, chunk: Chunk, z: Tensor, t: Tensor) -> None:
+    """Name the first element where the divergence is infinite, if the divergence can be.
+
+    Probability 0 is read from the teacher as given (a probability of 0, a logit or log-probability of
+    −inf), not from a computed p or log p, which can underflow where the true value is positive.
+    """
+    zero_mass = t == 0 if teacher.kind == "probs" else t == -math.inf
     if infinite == "forward":
         reason = f"is -inf where {teacher.argument} has probability mass: the {what} is infinite"
-        raise_at("student_logits", reason, rows, chunk.selection, (log_p > -math.inf) & (z == -math.inf))
+        raise_at("student_logits", reason, rows, chunk.selection, ~zero_mass & (z == -math.inf))
     elif infinite == "reverse":
         reason = f"has probability 0 where the student has probability mass: the {what} is infinite"
-        raise_at(teacher.argument, reason, rows, chunk.selection, (log_p == -math.inf) & (z > -math.inf))
+        raise_at(teacher.argument, reason, rows, chunk.selection, zero_mass & (z > -math.inf))
 
 
 def _examples(student: Tensor) -> list[dict[str, object]]:

@@ -31,7 +31,7 @@ from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPE
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
-from distill.rows.checks import check_logits
+from distill.rows.checks import check_logits, check_scaled
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
@@ -78,6 +78,9 @@ def prepare_kl_div(
         log_probs=teacher_log_probs,
         allowed=("logits", "probs", "log_probs"),
     )
+    check_scaled(student, "student_logits", rows, temperature)
+    if teacher.kind == "logits":
+        check_scaled(teacher.flat, "teacher_logits", rows, temperature)
     factor = temperature**2 if scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from distill.errors import InputError
 from distill.native import kernels as native
-from distill.rows.layout import Rows, unravel
+from distill.rows.layout import Rows, compute_dtype, unravel
 
 
 def _extrema(flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,3 +77,21 @@ def check_log_probs(flat: Tensor, name: str, rows: Rows) -> None:
     high = _kept(rows, _extrema(flat)[0])
     if not bool((high <= 0).all()):
         _raise_first(name, "must be a log-probability <= 0 and not NaN", rows, ~(flat <= 0))
+
+
+def check_scaled(flat: Tensor, name: str, rows: Rows, temperature: float) -> None:
+    """Logits divided by T < 1 must stay finite in the compute dtype (float32 for half types).
+
+    Otherwise s / T overflows to ±inf and the softmax is NaN: the request is refused, naming
+    ``temperature``. −inf entries (masked classes) and dropped rows are ignored.
+    """
+    if temperature >= 1.0:
+        return
+    kept = flat if rows.kept is None else flat.index_select(0, rows.kept)
+    largest = float(kept.masked_fill(~torch.isfinite(kept), 0.0).abs().amax()) if kept.numel() else 0.0
+    dtype = compute_dtype(flat.dtype)
+    if largest / temperature > torch.finfo(dtype).max:
+        raise InputError(
+            "temperature",
+            f"{name} / temperature overflows {str(dtype).removeprefix('torch.')} (|logit| up to {largest:.3g}, T = {temperature:g})",
+        )

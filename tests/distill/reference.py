@@ -151,23 +151,27 @@ def divergence(
     def mixture(a: float, b: float, log_q: Tensor) -> Tensor:
         return torch.logsumexp(torch.stack([log_p + math.log(a), log_q + math.log(b)]), dim=0)
 
+    def times(x: Tensor, log_x: Tensor, log_y: Tensor) -> Tensor:
+        """x·(log x − log y) with 0·log 0 = 0 (the difference is replaced before multiplying: no NaN gradient)."""
+        return x * torch.where(x > 0, log_x - log_y, torch.zeros_like(x))
+
     def elements(s: Tensor) -> Tensor:
         log_q = F.log_softmax(s / T, dim=-1)
         q = log_q.exp()
-        forward, reverse = p * (log_p - log_q), q * (log_q - log_p)
+        forward, reverse = times(p, log_p, log_q), times(q, log_q, log_p)
         if name == "reverse_kl" or (name == "jsd" and parameter == 1.0) or (name == "skew_reverse_kl" and parameter == 0.0):
             return reverse
         if (name == "jsd" and parameter == 0.0) or (name == "skew_kl" and parameter == 0.0):
             return forward
         if name == "jsd":
             log_m = mixture(parameter, 1.0 - parameter, log_q)
-            return parameter * p * (log_p - log_m) + (1.0 - parameter) * q * (log_q - log_m)
+            return parameter * times(p, log_p, log_m) + (1.0 - parameter) * times(q, log_q, log_m)
         if name == "skew_kl" and parameter == 1.0:
             return 0.0 * q  # KL(p‖p): no dependence on the student
         if name == "skew_kl":
-            return p * (log_p - mixture(parameter, 1.0 - parameter, log_q))
+            return times(p, log_p, mixture(parameter, 1.0 - parameter, log_q))
         if name == "skew_reverse_kl":
-            return q * (log_q - (log_q if parameter == 1.0 else mixture(1.0 - parameter, parameter, log_q)))
+            return times(q, log_q, log_q if parameter == 1.0 else mixture(1.0 - parameter, parameter, log_q))
         assert name == "tvd"
         return 0.5 * (p - q).abs()
 

@@ -458,8 +458,15 @@ static void divergence_rows(const DivergenceArgs& a, int64_t begin, int64_t end,
     const int64_t n = a.classes;
     const T inv_t = static_cast<T>(a.inv_t);
     const T factor = static_cast<T>(a.factor);
-    const T beta = static_cast<T>(a.parameter);
-    const T rest = T(1) - beta;
+    // The mixture m = a·p + b·q in log space, log m = log(a·p + b·q) from log a + log p and log b + log q,
+    // so that a tiny a or b (α = 1e-300) neither underflows nor drops its term; a, b and their logs
+    // are taken in double. JSD: a = β, b = 1−β; skew KL: a = α, b = 1−α; skew reverse KL: a = 1−α, b = α.
+    const double parameter = a.parameter;
+    const double coef_p = Div == kDivSkewReverseKL ? 1.0 - parameter : parameter;
+    const double coef_q = Div == kDivSkewReverseKL ? parameter : 1.0 - parameter;
+    const T beta = static_cast<T>(coef_p), rest = static_cast<T>(coef_q);
+    const V log_coef_p = P::splat(static_cast<T>(coef_p > 0 ? std::log(coef_p) : -INFINITY));
+    const V log_coef_q = P::splat(static_cast<T>(coef_q > 0 ? std::log(coef_q) : -INFINITY));
     const V zero = P::splat(0), one = P::splat(1), half = P::splat(T(0.5));
     const V neg_inf = P::splat(-INFINITY);
     T* teacher_exp = scratch + n;
@@ -523,19 +530,21 @@ static void divergence_rows(const DivergenceArgs& a, int64_t begin, int64_t end,
                 e = a_side > b_side ? half * d : (a_side < b_side ? -half * d : zero);
                 w = a_side > b_side ? half * q : (a_side < b_side ? -half * q : zero);
             } else {
-                // JSD: m = β·p + (1−β)·q; skew KL: m = α·p + (1−α)·q; skew reverse KL: m = (1−α)·p + α·q.
-                const V m = Div == kDivSkewReverseKL ? rest * p + beta * q : beta * p + rest * q;
-                const V log_m = m > 0 ? P::log(m) : zero;
+                const V lp = log_p + log_coef_p, lq = log_q + log_coef_q;
+                const V hi = lp > lq ? lp : lq, lo = lp > lq ? lq : lp;
+                const V log_m = hi > neg_inf ? hi + log1p_small<P>(P::exp(lo - hi)) : neg_inf;
                 const V student_term = q > 0 ? q * (log_q - log_m) : zero;
                 if (Div == kDivJSD) {
                     e = (p > 0 ? beta * p * (log_p - log_m) : zero) + rest * student_term;
                     w = rest * student_term;
                 } else if (Div == kDivSkewKL) {
+                    // (1−α)·q·p/m = p·e^(log(1−α) + log q − log m), an exponent ≤ 0 since m ≥ (1−α)·q.
                     e = p > 0 ? p * (log_p - log_m) : zero;
-                    w = m > 0 ? -rest * q * p / (m > 0 ? m : one) : zero;
+                    w = p > 0 && q > 0 ? -p * P::exp(lq - log_m) : zero;
                 } else {
+                    // α·q/m = e^(log α + log q − log m) ≤ 1 since m ≥ α·q.
                     e = student_term;
-                    w = q > 0 ? student_term - beta * q * q / (m > 0 ? m : one) : zero;
+                    w = q > 0 ? student_term - q * P::exp(lq - log_m) : zero;
                 }
             }
             acc += P::keep(e, k);

@@ -199,3 +199,58 @@ def test_a_student_that_requires_grad_is_accepted(name, parameter):
     student = inputs.logits((2, 5), torch.float32, 25).requires_grad_(True)
     result = compute(name, parameter, student, inputs.logits((2, 5), torch.float32, 26), "logits")
     assert not result.loss.requires_grad and result.grad is not None and not result.grad.requires_grad
+
+
+F32_MAX = torch.finfo(torch.float32).max
+
+
+@pytest.mark.parametrize(("name", "parameter"), [("skew_kl", 1e-300), ("skew_kl", 5e-324), ("skew_reverse_kl", 1e-300), ("jsd", 1e-300)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("reduction", ["batchmean", "none"])
+def test_tiny_parameters_keep_their_term(name, parameter, dtype, reduction):
+    """A mixture weight that underflows the compute dtype still weighs its term: the mixture is in log space."""
+    student = torch.tensor([[0.0, 1.0, -math.inf], [0.5, -math.inf, -0.5]], dtype=dtype)
+    probs = torch.tensor([[0.2, 0.3, 0.5], [0.4, 0.2, 0.4]], dtype=dtype)
+    if name == "skew_reverse_kl":
+        student = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.1, -0.5]], dtype=dtype)
+        probs = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]], dtype=dtype)
+    result = compute(name, parameter, student, probs, "probs", reduction=reduction)
+    exact = reference.divergence(
+        name, parameter, student.double(), probs.double(), "probs", T=1.0, scale_t2=True, reduction=reduction, mask=None
+    )
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}[dtype]
+    torch.testing.assert_close(result.loss.double(), exact.loss, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(result.grad.double(), exact.grad, rtol=tolerance, atol=tolerance * float(exact.grad.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("reduction", ["batchmean", "none"])
+def test_jsd_keeps_the_student_term_where_the_teacher_has_no_mass(dtype, reduction):
+    student = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.1, -0.5]], dtype=dtype)
+    probs = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]], dtype=dtype)
+    result = distill.jsd(student, teacher_probs=probs, reduction=reduction)
+    exact = reference.divergence(
+        "jsd", 0.5, student.double(), probs.double(), "probs", T=1.0, scale_t2=True, reduction=reduction, mask=None
+    )
+    torch.testing.assert_close(result.loss.double(), exact.loss, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["reverse_kl", "jsd", "skew_reverse_kl"])
+def test_equal_extreme_logits_are_not_zero_probabilities(name):
+    """Logits of ±float32 max shift to log p = −inf; a finite teacher logit is still positive mass."""
+    extreme = torch.tensor([[1e30, -1e30, 0.0], [F32_MAX, -F32_MAX, F32_MAX]])
+    parameter = {"jsd": 1.0, "skew_reverse_kl": 0.0}.get(name, 0.0)
+    result = compute(name, parameter, extreme, extreme.clone(), "logits")
+    assert float(result.loss) == 0.0 and bool(torch.isfinite(result.grad).all())
+
+
+@pytest.mark.parametrize("name", ["kl_div", "jsd", "reverse_kl", "tvd", "cross_entropy", "bce"])
+def test_logits_that_overflow_when_divided_by_t_are_refused(name):
+    student = torch.tensor([[1.0, -2.0, 3.0], [F32_MAX, -F32_MAX, 0.0]])
+    teacher = torch.tensor([[0.2, 0.3, 0.5], [0.4, 0.2, 0.4]])
+    with pytest.raises(InputError) as caught:
+        getattr(distill, name)(student, teacher_probs=teacher, temperature=0.5)
+    assert caught.value.argument == "temperature" and "overflows float32" in caught.value.reason
+    getattr(distill, name)(student, teacher_probs=teacher, temperature=1.0)  # T ≥ 1 never enlarges a logit: computed
+    with pytest.raises(InputError):
+        getattr(distill, name)(torch.tensor([[1.0, 2.0]]), teacher_logits=torch.tensor([[F32_MAX, 0.0]]), temperature=0.25)

@@ -72,3 +72,13 @@ def test_masked_vocabulary_is_finite_in_every_divergence(client):
         response = client.post(f"/v1/{route}", json=body)
         assert response.status_code == 200, (route, response.text)
         assert response.json()["grad"][0][1] == 0.0
+
+
+def test_a_coefficient_beyond_float32_is_a_client_error_not_a_server_error(client):
+    student = [[0.0, 1.0, 2.0], [0.5, 0.1, -0.5]]
+    terms = [
+        {"loss": "jsd", "teacher_logits": student},
+        {"loss": "tvd", "teacher_probs": [[0.2, 0.3, 0.5], [0.4, 0.2, 0.4]], "coefficient": 1e39},
+    ]
+    response = client.post("/v1/distill", json={"student_logits": student, "terms": terms})
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
