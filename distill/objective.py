@@ -10,7 +10,6 @@ smoothing); the student logits and the row mask are shared. Hinton et al.'s reci
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,9 @@ from torch import Tensor
 from distill.errors import InputError
 from distill.registry import COMMON, LOSSES
 from distill.result import LossResult
+
+#: Largest |coefficient| of a term: a weighted float32 loss and gradient stay far from overflow.
+MAX_COEFFICIENT = 1e6
 
 
 class _TermFactories(type):
@@ -121,8 +123,8 @@ def _check_term(term: Term, index: int) -> None:
     where = f"terms.{index}"
     if term.loss not in LOSSES:
         raise InputError(f"{where}.loss", f"must be one of {', '.join(LOSSES)}; got {term.loss!r}")
-    if not math.isfinite(term.coefficient):
-        raise InputError(f"{where}.coefficient", f"must be a finite number, got {term.coefficient}")
+    if not abs(term.coefficient) <= MAX_COEFFICIENT:
+        raise InputError(f"{where}.coefficient", f"must be in [-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}], got {term.coefficient}")
     spec = LOSSES[term.loss]
     for reserved in (*(student.name for student in spec.students), *COMMON):
         if reserved in term.options:

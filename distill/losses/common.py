@@ -7,6 +7,7 @@ Soft-target losses take the same student and teacher arguments with the same mea
 from __future__ import annotations
 
 from distill.registry import Option, TensorInput
+from distill.rows.layout import MAX_TEMPERATURE, MIN_TEMPERATURE
 from distill.wire import Kind
 
 STUDENT_LOGITS = TensorInput("student_logits", Kind.FLOAT, "student", "Student logits (..., C); -inf marks a masked class.")
@@ -17,6 +18,11 @@ TEACHER_FORMS = (
     TensorInput("teacher_log_probs", Kind.FLOAT, "target", "Teacher log-probabilities (≤ 0), taken as given."),
 )
 
-TEMPERATURE = Option("temperature", "T > 0; divides student and teacher logits.", gt=0)
-OPTIONAL_TEMPERATURE = Option("temperature", "T > 0 (default 1) for soft targets; an error with hard labels or student_probs.", gt=0)
+TEMPERATURE = Option("temperature", "T in [1e-6, 1e6]; divides student and teacher logits.", ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
+OPTIONAL_TEMPERATURE = Option(
+    "temperature",
+    "T in [1e-6, 1e6] (default 1) for soft targets; an error with hard labels or student_probs.",
+    ge=MIN_TEMPERATURE,
+    le=MAX_TEMPERATURE,
+)
 SCALE_T2 = Option("scale_t2", "Multiply soft-target terms by T² (Hinton et al. 2015).")

@@ -137,11 +137,17 @@ def check_same_shape(tensor: Tensor, name: str, rows: Rows) -> None:
         raise InputError(name, f"shape {tuple(tensor.shape)} must equal the student's shape {tuple(rows.shape)}")
 
 
+#: The accepted temperatures: T² and 1/T stay far from overflow and underflow in float32. Beyond 1e6 a
+#: softened distribution is uniform to float32 precision (the loss is rounding noise); below 1e-6 it
+#: is one-hot for any logits that float32 separates.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
+
+
 def check_temperature(temperature: float) -> float:
-    """T must be a finite positive number."""
+    """T must be a number in [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
     value = float(temperature)
-    if not (value > 0.0 and value < float("inf")):
-        raise InputError("temperature", f"must be a finite number > 0, got {temperature}")
+    if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        raise InputError("temperature", f"must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature}")
     return value
 
 

@@ -46,14 +46,17 @@ def _parse(body: bytes) -> Any:
     """Parse with this thread's parser: reusing one halves the time (its buffers are already mapped).
 
     A parser cannot be reused while values from its last document are alive (an exception may still
-    hold some); then this thread gets a fresh one.
+    hold some); then this thread gets a fresh one. Every other parser error is the body's: invalid
+    JSON (ValueError), or valid JSON that simdjson cannot hold (RuntimeError: an integer beyond 64
+    bits, nesting deeper than its limit).
     """
     parser = getattr(_parsers, "parser", None)
     if parser is not None:
         try:
             return parser.parse(body)
-        except RuntimeError:
-            pass
+        except RuntimeError as error:
+            if "re-use a parser" not in str(error):
+                raise
     _parsers.parser = simdjson.Parser()
     return _parsers.parser.parse(body)
 
@@ -62,7 +65,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body.
 
     Raises:
-        MalformedBody: the body is empty or not valid JSON.
+        MalformedBody: the body is empty, not valid JSON, holds an integer beyond 64 bits, or nests
+            objects deeper than :data:`MAX_OBJECT_DEPTH`.
         NotAnObject: it is JSON but not an object.
     """
     if not body.strip():
@@ -70,25 +74,33 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     extracted = json_reader.extract(body)
     try:
         document = _parse(extracted.envelope if extracted else body)
-    except ValueError as error:
-        raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    except (ValueError, RuntimeError) as error:
+        raise MalformedBody(f"the body is not JSON that can be read: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise NotAnObject("the request body must be a JSON object")
-    return _convert(document, extracted.values if extracted else {})
+    return _convert(document, extracted.values if extracted else {}, 0)
 
 
-def _convert(value: Any, extracted: dict[str, Any]) -> Any:
+#: Objects and lists of objects nested deeper than this are refused; a request nests four at most
+#: (body → terms → term → tensor object). Tensor number arrays are not counted (their own limit is
+#: their dimension count).
+MAX_OBJECT_DEPTH = 32
+
+
+def _convert(value: Any, extracted: dict[str, Any], depth: int) -> Any:
+    if depth > MAX_OBJECT_DEPTH and isinstance(value, simdjson.Object | simdjson.Array | dict | list):
+        raise MalformedBody(f"objects are nested deeper than {MAX_OBJECT_DEPTH} levels")
     if isinstance(value, simdjson.Object):
         keys = list(value.keys())
         if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them
-            return {key: _convert(item, extracted) for key, item in value.items()}
-        return {key: _convert(value[key], extracted) for key in keys}
+            return {key: _convert(item, extracted, depth + 1) for key, item in value.items()}
+        return {key: _convert(value[key], extracted, depth + 1) for key in keys}
     if isinstance(value, simdjson.Array) and len(value) and isinstance(value[0], simdjson.Object):
-        return [_convert(item, extracted) for item in value]
+        return [_convert(item, extracted, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: _convert(item, extracted) for key, item in value.items()}
+        return {key: _convert(item, extracted, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_convert(item, extracted) for item in value]
+        return [_convert(item, extracted, depth + 1) for item in value]
     if isinstance(value, str):
         return extracted.get(value, value)
     return value

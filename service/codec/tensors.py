@@ -36,6 +36,8 @@ from service.codec.parts import Payload
 from service.errors import NotRepresentable, TensorTooLarge
 
 Encoding = Literal["json", "base64"]
+#: Most dimensions a tensor may have (PyTorch's limit).
+MAX_DIMS = 64
 #: The names of :data:`distill.wire.DTYPES`, spelt out for the schema (a test keeps the two equal).
 WireDtype = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"]
 
@@ -84,7 +86,7 @@ def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool =
     if kind is Kind.MASK and isinstance(value, bool):
         return WireTensor(torch.tensor(value), "json")
     expected = "a nested list of numbers or a {dtype, shape, data} object"
-    raise _bad(f"must be {expected}, got {type(value).__name__}")
+    raise _bad(f"must be {expected}, got a {_json_type(value)}")
 
 
 def _nested_shape(array: simdjson.Array) -> tuple[int, ...]:
@@ -92,6 +94,8 @@ def _nested_shape(array: simdjson.Array) -> tuple[int, ...]:
     shape: list[int] = []
     node: Any = array
     while isinstance(node, simdjson.Array):
+        if len(shape) == MAX_DIMS:
+            raise _bad(f"has more than {MAX_DIMS} dimensions")
         shape.append(len(node))
         if len(node) == 0:
             break
@@ -148,19 +152,35 @@ def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: in
     return torch.from_numpy(values)
 
 
+def _json_type(value: Any) -> str:
+    """The JSON type of a parsed value, for messages (never a Python object's repr)."""
+    if isinstance(value, dict | simdjson.Object):
+        return "JSON object"
+    if isinstance(value, list | simdjson.Array | NumberArray):
+        return "JSON array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else "string"
+
+
 def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
     unknown = sorted(set(value) - {"dtype", "shape", "data"})
     if unknown or not {"dtype", "shape", "data"} <= set(value):
         raise _bad("a binary tensor has exactly the keys dtype, shape and data" + (f" (unknown: {unknown})" if unknown else ""))
     dtype_name, shape_value, data = value["dtype"], value["shape"], value["data"]
-    if dtype_name not in kind.dtypes:
-        raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {dtype_name!r}")
+    if not isinstance(dtype_name, str) or dtype_name not in kind.dtypes:
+        got = repr(dtype_name) if isinstance(dtype_name, str) else f"a {_json_type(dtype_name)}"
+        raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {got}")
     if isinstance(shape_value, NumberArray):
         shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
     else:
         shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
     if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
         raise _bad("shape must be a list of non-negative integers")
+    if len(shape_list) > MAX_DIMS:
+        raise _bad(f"shape has more than {MAX_DIMS} dimensions")
     shape = tuple(shape_list)
     elements = math.prod(shape)
     if elements > max_elements:

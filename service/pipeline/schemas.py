@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, TypeAlias, Union
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, create_model
 from typing_extensions import TypeAliasType
 
-from distill import LOSSES, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
+from distill import LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
 from distill.wire import Kind
 from service.codec.tensors import BinaryTensor, WireTensor, decode
 
@@ -130,7 +130,10 @@ def term_model(spec: LossSpec) -> type[Strict]:
     reductions = tuple(reduction for reduction in spec.reductions if reduction != "none")
     fields: dict[str, Any] = {
         "loss": (Literal[spec.name], Field(description="Which loss this term is.")),
-        "coefficient": (float, Field(1.0, allow_inf_nan=False, description="Multiplier a_k of this term in Σ a_k · L_k.")),
+        "coefficient": (
+            float,
+            Field(1.0, ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT, description="Multiplier a_k of this term in Σ a_k · L_k."),
+        ),
         **_fields(spec, spec.term_parameters, reductions),
     }
     return create_model(f"{spec.title}Term", __base__=Strict, __doc__=f"A term of the combined objective: {spec.description}", **fields)

@@ -210,3 +210,51 @@ def test_every_domain_error_has_a_mapped_problem():
     assert problem_for(InputError("labels", "bad", (1,))).body()["index"] == [1]
     assert problem_for(QueueFull("full")).headers["Retry-After"] == "1"
     assert problem_for(RuntimeError("a bug")).status == 500
+
+
+def post_raw(client, route: str, text: str):
+    return client.post(f"/v1/{route}", content=text.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 123456789012345678901234567890}',
+        '{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1.0, 2.0]], "temperature": 100000000000000000000}',
+        '{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1.0, 2.0]], "x": ' + "[" * 1100 + "]" * 1100 + "}",
+        '{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1.0, 2.0]], "x": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}",
+        '{"student_logits": [[1.0]], "teacher_logits": [[1.0]], "x": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}",
+    ],
+    ids=["big integer", "big integer option", "deep lists", "deep objects", "objects past the cap"],
+)
+def test_unreadable_json_is_a_400_not_a_500(client, text):
+    response = post_raw(client, "kl_div", text)
+    assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json", response.text
+
+
+def test_tensors_have_at_most_64_dimensions(client):
+    nested = "[" * 65 + "1.0" + "]" * 65
+    response = post_raw(client, "kl_div", f'{{"student_logits": {nested}, "teacher_logits": {nested}}}')
+    assert response.status_code == 422 and response.json()["field"] == "student_logits" and "64 dimensions" in response.json()["detail"]
+    binary = {"dtype": "float32", "shape": [1] * 65, "data": b64(b"\0" * 4)}
+    response = client.post("/v1/kl_div", json={"student_logits": binary, "teacher_logits": [[1.0]]})
+    assert response.status_code == 422 and response.json()["field"] == "student_logits"
+
+
+def test_a_dtype_that_is_not_a_string_is_named(client):
+    binary = {"dtype": {"a": 1}, "shape": [1, 2], "data": b64(b"\0" * 8)}
+    response = client.post("/v1/kl_div", json={"student_logits": binary, "teacher_logits": [[1.0, 2.0]]})
+    problem = response.json()
+    assert response.status_code == 422 and problem["field"] == "student_logits" and "object at 0x" not in problem["detail"]
+
+
+@pytest.mark.parametrize("value", [1.4e154, 1e7, 1e-7, 0.0])
+def test_temperature_outside_its_range_is_named(client, value):
+    response = client.post("/v1/kl_div", json={"student_logits": S, "teacher_logits": T, "temperature": value})
+    assert response.status_code == 422 and response.json()["field"] == "temperature"
+
+
+def test_coefficient_outside_its_range_is_named(client):
+    terms = [{"loss": "kl_div", "teacher_logits": T}, {"loss": "tvd", "teacher_logits": T, "coefficient": 1e39}]
+    response = client.post("/v1/distill", json={"student_logits": S, "terms": terms})
+    assert response.status_code == 422 and response.json()["field"] == "terms.1.coefficient"
