@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.pipeline = Pipeline(runtime)
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(probes)
     app.include_router(v1)
 

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distill import LOSSES, DeviceMemoryError, InputError, QueueFull
 from service.errors import BodyTooLarge, MalformedBody, NotAnObject, NotReady, NotRepresentable, Refused, TensorTooLarge, Unauthorized
@@ -144,14 +145,44 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+class UnexpectedErrors:
+    """The last resort: an exception no handler maps becomes one 500 problem, logged once with its traceback.
+
+    Registering a handler for ``Exception`` would leave it to Starlette's outermost middleware, which
+    answers and then re-raises, so the server logs it again and drops the keep-alive connection; here the
+    exception ends with the answer and the connection stays usable. (An error after the response has
+    started cannot be answered: it propagates.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
+            await problem_for(error).response()(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
-    """Register the exception handlers: every mapped error, validation and HTTP errors, and the rest (500)."""
+    """Register the exception handlers (every mapped error, validation and HTTP errors) and the last resort (500)."""
 
-    async def answer(request: Request, exc: Exception) -> Response:
-        problem = problem_for(exc)
-        if problem.status == 500:
-            logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem.response()
+    async def answer(_: Request, exc: Exception) -> Response:
+        return problem_for(exc).response()
 
-    for error_type in (*PROBLEMS, RequestValidationError, ValidationError, StarletteHTTPException, Exception):
+    for error_type in (*PROBLEMS, RequestValidationError, ValidationError, StarletteHTTPException):
         app.add_exception_handler(error_type, answer)
+    app.add_middleware(UnexpectedErrors)

@@ -258,3 +258,48 @@ def test_coefficient_outside_its_range_is_named(client):
     terms = [{"loss": "kl_div", "teacher_logits": T}, {"loss": "tvd", "teacher_logits": T, "coefficient": 1e39}]
     response = client.post("/v1/distill", json={"student_logits": S, "terms": terms})
     assert response.status_code == 422 and response.json()["field"] == "terms.1.coefficient"
+
+
+def test_an_unexpected_error_is_one_logged_500_and_the_connection_stays_usable(caplog):
+    import http.client
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from service.http import problems
+    from tests.live import free_port
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/bug")
+    def bug() -> dict:
+        raise RuntimeError("a bug")
+
+    @app.get("/fine")
+    def fine() -> dict:
+        return {"ok": True}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.02)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/bug")
+        answer = connection.getresponse()
+        assert answer.status == 500 and answer.getheader("content-type") == "application/problem+json"
+        answer.read()
+        connection.request("GET", "/fine")  # the same keep-alive connection
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert sum("unhandled error on GET /bug" in record.getMessage() for record in caplog.records) == 1
