@@ -39,6 +39,14 @@ class NotAnObject(Refused):
     """The body is valid JSON but not an object."""
 
 
+class DuplicateKey(Refused):
+    """An object names a key twice (parsers disagree on which wins, so neither is taken)."""
+
+
+class UnsupportedMediaType(Refused):
+    """The body is not declared as JSON, or is encoded (Content-Encoding) in a way the service does not decode."""
+
+
 class NotRepresentable(Refused):
     """A result cannot be written in the requested encoding (non-finite values in JSON)."""
 

@@ -205,13 +205,21 @@ def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:
 
 
 def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
-    """PyTorch's weighted-mean denominator: Σ w_y over non-ignored kept rows (their count unweighted)."""
+    """PyTorch's weighted-mean denominator: Σ w_y over non-ignored kept rows (their count unweighted).
+
+    Raises:
+        InputError: labelled rows are present but their class weights sum to 0 (PyTorch answers NaN
+            or ±inf; a weighted mean over them is undefined).
+    """
     if reduction != "mean":
         return 1.0
     valid = labels_kept != ignore_index
     if weight is None:
         return float(valid.sum())
-    return float(weight.to(torch.float64)[labels_kept[valid]].sum())
+    total = float(weight.to(torch.float64)[labels_kept[valid]].sum())
+    if total == 0.0 and bool(valid.any()):
+        raise InputError("weight", "the weights of the labelled classes sum to 0: their weighted mean is undefined (use reduction 'sum')")
+    return total
 
 
 def hard_kernel(rows: Rows, labels: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:

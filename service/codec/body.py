@@ -17,7 +17,7 @@ import simdjson
 from starlette.requests import Request
 
 from service.codec import json_reader
-from service.errors import BodyTooLarge, MalformedBody, NotAnObject
+from service.errors import BodyTooLarge, DuplicateKey, MalformedBody, NotAnObject, UnsupportedMediaType
 
 
 def too_large(limit: int) -> BodyTooLarge:
@@ -25,7 +25,14 @@ def too_large(limit: int) -> BodyTooLarge:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes."""
+    """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes.
+
+    Raises:
+        UnsupportedMediaType: the body is declared as something other than JSON (a missing
+            Content-Type is read as JSON), or has a Content-Encoding.
+        BodyTooLarge: it exceeds ``limit``.
+    """
+    check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -37,6 +44,34 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_media_type(content_type: str | None, content_encoding: str | None) -> None:
+    """JSON bodies only (``application/json`` or ``…+json``; none declared is JSON), unencoded.
+
+    A form or text body is refused rather than read: browsers send those cross-site without a
+    preflight, which would let any web page drive a keyless deployment.
+    """
+    if content_type is not None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(f"send the body as application/json, not {media[:64]!r}")
+    if content_encoding is not None and content_encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(f"Content-Encoding {content_encoding.strip()[:32]!r} is not decoded here; send the body unencoded")
+
+
+def _duplicate(keys: list[str], path: tuple[str | int, ...]) -> DuplicateKey:
+    """The error for the first key that an object gives twice (a linear scan: objects may be large)."""
+    seen: set[str] = set()
+    duplicate = keys[0]
+    for key in keys:
+        if key in seen:
+            duplicate = key
+            break
+        seen.add(key)
+    shown = duplicate if len(duplicate) <= 64 else duplicate[:64] + "…"
+    where = ".".join(map(str, (*path, shown)))
+    return DuplicateKey(f"{where}: the key is given more than once", field=where)
 
 
 _parsers = threading.local()
@@ -68,6 +103,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         MalformedBody: the body is empty, not valid JSON, holds an integer beyond 64 bits, or nests
             objects deeper than :data:`MAX_OBJECT_DEPTH`.
         NotAnObject: it is JSON but not an object.
+        DuplicateKey: an object names a key twice.
     """
     if not body.strip():
         raise MalformedBody("the request body is empty; send a JSON object")
@@ -78,7 +114,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise MalformedBody(f"the body is not JSON that can be read: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise NotAnObject("the request body must be a JSON object")
-    return _convert(document, extracted.values if extracted else {}, 0)
+    return _convert(document, extracted.values if extracted else {}, ())
 
 
 #: Objects and lists of objects nested deeper than this are refused; a request nests four at most
@@ -87,20 +123,23 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 MAX_OBJECT_DEPTH = 32
 
 
-def _convert(value: Any, extracted: dict[str, Any], depth: int) -> Any:
-    if depth > MAX_OBJECT_DEPTH and isinstance(value, simdjson.Object | simdjson.Array | dict | list):
+def _convert(value: Any, extracted: dict[str, Any], path: tuple[str | int, ...]) -> Any:
+    """Objects to dicts (and lists of objects to lists) down to the tensors, which stay as parsed."""
+    if len(path) > MAX_OBJECT_DEPTH and isinstance(value, simdjson.Object | simdjson.Array | dict | list):
         raise MalformedBody(f"objects are nested deeper than {MAX_OBJECT_DEPTH} levels")
     if isinstance(value, simdjson.Object):
         keys = list(value.keys())
+        if len(set(keys)) != len(keys):
+            raise _duplicate(keys, path)
         if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them
-            return {key: _convert(item, extracted, depth + 1) for key, item in value.items()}
-        return {key: _convert(value[key], extracted, depth + 1) for key in keys}
+            return {key: _convert(item, extracted, (*path, key)) for key, item in value.items()}
+        return {key: _convert(value[key], extracted, (*path, key)) for key in keys}
     if isinstance(value, simdjson.Array) and len(value) and isinstance(value[0], simdjson.Object):
-        return [_convert(item, extracted, depth + 1) for item in value]
+        return [_convert(item, extracted, (*path, index)) for index, item in enumerate(value)]
     if isinstance(value, dict):
-        return {key: _convert(item, extracted, depth + 1) for key, item in value.items()}
+        return {key: _convert(item, extracted, (*path, key)) for key, item in value.items()}
     if isinstance(value, list):
-        return [_convert(item, extracted, depth + 1) for item in value]
+        return [_convert(item, extracted, (*path, index)) for index, item in enumerate(value)]
     if isinstance(value, str):
         return extracted.get(value, value)
     return value

@@ -23,7 +23,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distill import LOSSES, DeviceMemoryError, InputError, QueueFull
-from service.errors import BodyTooLarge, MalformedBody, NotAnObject, NotReady, NotRepresentable, Refused, TensorTooLarge, Unauthorized
+from service.errors import (
+    BodyTooLarge,
+    DuplicateKey,
+    MalformedBody,
+    NotAnObject,
+    NotReady,
+    NotRepresentable,
+    Refused,
+    TensorTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 logger = logging.getLogger("distill.service")
 
@@ -46,6 +57,8 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),
     NotAnObject: ProblemType(400, "not-an-object", "Body is not a JSON object"),
     Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
+    UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type"),
+    DuplicateKey: ProblemType(422, "duplicate-key", "Duplicate key"),
     BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large"),
     TensorTooLarge: ProblemType(413, "tensor-too-large", "Tensor too large"),
     InputError: ProblemType(422, "invalid-input", "Invalid input"),

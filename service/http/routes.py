@@ -59,7 +59,10 @@ for _route, _response, _summary in ROUTES:
         description=(REQUESTS[_route].__doc__ or "").strip(),
         tags=["losses"],
         response_class=Response,
-        responses={200: {"model": _response, "description": "The loss and its gradient"}, **problem_responses(400, 401, 413, 422, 503)},
+        responses={
+            200: {"model": _response, "description": "The loss and its gradient"},
+            **problem_responses(400, 401, 413, 415, 422, 503),
+        },
         openapi_extra=request_body(REQUESTS[_route]),
     )
 

@@ -89,19 +89,25 @@ def tensor_field(tensor: TensorInput) -> tuple[Any, Any]:
 
 
 def option_field(option: Option, choices: tuple[str, ...] | None = None) -> tuple[Any, Any]:
-    """A scalar option as a field, with its default, range and description; floats must be finite."""
+    """A scalar option as a field, with its default, range and description; floats must be finite.
+
+    Strict: a string is not a number or a boolean, a number is not a boolean (``"2"``, ``"false"``,
+    ``1`` for a flag are 422s); an integer is accepted for a float.
+    """
     choices = choices or option.choices
     annotation = Literal[choices] if choices else option.annotation
     floating = float in (typing.get_args(annotation) or (annotation,))
     bounds = {name: value for name in ("gt", "ge", "le") if (value := getattr(option, name)) is not None}
     extra: dict[str, Any] = {"allow_inf_nan": False} if floating else {}
-    return annotation, Field(option.default, description=option.description, **bounds, **extra)
+    strict = None if choices else True  # a Literal is exact already
+    return annotation, Field(option.default, description=option.description, strict=strict, **bounds, **extra)
 
 
 def common_field(name: str, function: Callable[..., Any]) -> tuple[Any, Any]:
     """A parameter every loss shares (``mask``, ``compute_grad``) as a field, with ``function``'s default."""
     annotation, description = COMMON_FIELDS[name]
-    return annotation, Field(inspect.signature(function).parameters[name].default, description=description)
+    default = inspect.signature(function).parameters[name].default
+    return annotation, Field(default, description=description, strict=True if annotation is bool else None)
 
 
 def _fields(spec: LossSpec, names: tuple[str, ...], reductions: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def term_model(spec: LossSpec) -> type[Strict]:
         "loss": (Literal[spec.name], Field(description="Which loss this term is.")),
         "coefficient": (
             float,
-            Field(1.0, ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT, description="Multiplier a_k of this term in Σ a_k · L_k."),
+            Field(1.0, ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT, strict=True, description="Multiplier a_k of this term in Σ a_k · L_k."),
         ),
         **_fields(spec, spec.term_parameters, reductions),
     }
@@ -146,7 +152,7 @@ def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     fields: dict[str, Any] = {
         "student_logits": tensor_field(replace(STUDENT_LOGITS, required=True)),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
-        "term_grads": (bool, Field(term_grads, description="Also return each term's own gradient.")),
+        "term_grads": (bool, Field(term_grads, strict=True, description="Also return each term's own gradient.")),
         "mask": common_field("mask", distill),
         "compute_grad": common_field("compute_grad", distill),
     }

@@ -303,3 +303,65 @@ def test_an_unexpected_error_is_one_logged_500_and_the_connection_stays_usable(c
         server.should_exit = True
         thread.join(10)
     assert sum("unhandled error on GET /bug" in record.getMessage() for record in caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"student_logits": S, "teacher_logits": T, "temperature": "2"}, "temperature"),
+        ({"student_logits": S, "teacher_logits": T, "compute_grad": "false"}, "compute_grad"),
+        ({"student_logits": S, "teacher_logits": T, "scale_t2": 1}, "scale_t2"),
+        ({"student_logits": S, "labels": [0, 1], "ignore_index": "2"}, "ignore_index"),
+    ],
+    ids=["string temperature", "string flag", "number flag", "string integer"],
+)
+def test_strings_are_not_numbers_or_booleans(client, body, field):
+    route = "cross_entropy" if "labels" in body else "kl_div"
+    response = client.post(f"/v1/{route}", json=body)
+    assert response.status_code == 422 and response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"student_logits": [[1.0, 2.0]], "student_logits": [[3.0, 4.0]], "teacher_logits": [[1.0, 2.0]]}', "student_logits"),
+        ('{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1.0, 2.0]], "temperature": 2, "temperature": 3}', "temperature"),
+    ],
+)
+def test_a_key_given_twice_is_named(client, text, field):
+    response = post_raw(client, "kl_div", text)
+    assert response.status_code == 422 and response.json()["field"] == field and "more than once" in response.json()["detail"]
+
+
+def test_a_key_given_twice_in_a_term_is_named_with_its_path(client):
+    text = '{"student_logits": [[1.0, 2.0]], "terms": [{"loss": "kl_div", "loss": "bce", "teacher_logits": [[1.0, 2.0]]}]}'
+    response = post_raw(client, "distill", text)
+    assert response.status_code == 422 and response.json()["field"] == "terms.0.loss"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "application/json", "content-encoding": "gzip"},
+    ],
+)
+def test_bodies_that_are_not_plain_json_are_415(client, headers):
+    response = client.post("/v1/kl_div", content=b'{"student_logits": [[1.0]], "teacher_logits": [[1.0]]}', headers=headers)
+    assert response.status_code == 415 and response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"content-type": "application/json; charset=utf-8"}, {"content-type": "application/vnd.distill+json"}]
+)
+def test_json_bodies_are_read_whatever_their_json_media_type(client, headers):
+    response = client.post("/v1/kl_div", content=b'{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1.0, 0.0]]}', headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_class_weights_that_cancel_are_refused(client):
+    response = client.post("/v1/cross_entropy", json={"student_logits": S, "labels": [0, 2], "weight": [1.0, 0.0, -1.0]})
+    assert response.status_code == 422 and response.json()["field"] == "weight"
+    summed = client.post("/v1/cross_entropy", json={"student_logits": S, "labels": [0, 2], "weight": [1.0, 0.0, -1.0], "reduction": "sum"})
+    assert summed.status_code == 200
