@@ -39,6 +39,10 @@ class NotAnObject(Refused):
     """The body is valid JSON but not an object."""
 
 
+class TooManyKeys(Refused):
+    """An object has more keys than any request object can (refused before its keys are looked up)."""
+
+
 class DuplicateKey(Refused):
     """An object names a key twice (parsers disagree on which wins, so neither is taken)."""
 

@@ -17,7 +17,7 @@ import simdjson
 from starlette.requests import Request
 
 from service.codec import json_reader
-from service.errors import BodyTooLarge, DuplicateKey, MalformedBody, NotAnObject, UnsupportedMediaType
+from service.errors import BodyTooLarge, DuplicateKey, MalformedBody, NotAnObject, TooManyKeys, UnsupportedMediaType
 
 
 def too_large(limit: int) -> BodyTooLarge:
@@ -69,10 +69,13 @@ def _duplicate(keys: list[str], path: tuple[str | int, ...]) -> DuplicateKey:
             duplicate = key
             break
         seen.add(key)
-    shown = duplicate if len(duplicate) <= 64 else duplicate[:64] + "…"
-    where = ".".join(map(str, (*path, shown)))
+    where = ".".join(map(str, (*path, duplicate)))
+    where = where if len(where) <= MAX_FIELD else where[:MAX_FIELD] + "…"
     return DuplicateKey(f"{where}: the key is given more than once", field=where)
 
+
+#: Field paths in errors are cut to this many characters (keys are client text of any length).
+MAX_FIELD = 200
 
 _parsers = threading.local()
 
@@ -117,6 +120,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return _convert(document, extracted.values if extracted else {}, ())
 
 
+#: Objects with more keys than this are refused before their keys are looked up (each lookup scans the
+#: object, so a body of many keys would cost their square); a request object has about twenty.
+MAX_KEYS = 256
 #: Objects and lists of objects nested deeper than this are refused; a request nests four at most
 #: (body → terms → term → tensor object). Tensor number arrays are not counted (their own limit is
 #: their dimension count).
@@ -129,6 +135,10 @@ def _convert(value: Any, extracted: dict[str, Any], path: tuple[str | int, ...])
         raise MalformedBody(f"objects are nested deeper than {MAX_OBJECT_DEPTH} levels")
     if isinstance(value, simdjson.Object):
         keys = list(value.keys())
+        if len(keys) > MAX_KEYS:
+            where = ".".join(map(str, path))[:MAX_FIELD]
+            detail = f"{where or 'the body'} has {len(keys)} keys; an object of a request has at most {MAX_KEYS}"
+            raise TooManyKeys(detail, field=where or None)
         if len(set(keys)) != len(keys):
             raise _duplicate(keys, path)
         if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them

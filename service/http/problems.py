@@ -32,6 +32,7 @@ from service.errors import (
     NotRepresentable,
     Refused,
     TensorTooLarge,
+    TooManyKeys,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -61,6 +62,7 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     DuplicateKey: ProblemType(422, "duplicate-key", "Duplicate key"),
     BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large"),
     TensorTooLarge: ProblemType(413, "tensor-too-large", "Tensor too large"),
+    TooManyKeys: ProblemType(413, "too-many-keys", "Too many keys"),
     InputError: ProblemType(422, "invalid-input", "Invalid input"),
     NotRepresentable: ProblemType(422, "not-representable", "Result not representable"),
     NotReady: ProblemType(503, "not-ready", "Not ready", {"Retry-After": "1"}),
@@ -131,12 +133,21 @@ def problem_for(error: Exception) -> ProblemDetails:
     return ProblemDetails(mapped, str(error))
 
 
+#: At most this many validation errors are listed, each field path and message cut to MAX_TEXT
+#: characters: a problem stays a few KiB whatever the body (an unknown key may be megabytes long).
+MAX_ERRORS, MAX_TEXT = 20, 200
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+
+
 def from_validation_error(error: ValidationError | RequestValidationError) -> ProblemDetails:
     """A pydantic validation failure as a 422 problem naming the first failing field."""
     items = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error.errors()
     errors: list[dict[str, Any]] = []
-    for item in items:
-        entry: dict[str, Any] = {"field": _path(item["loc"]), "message": item["msg"]}
+    for item in items[:MAX_ERRORS]:
+        entry: dict[str, Any] = {"field": _cut(_path(item["loc"])), "message": _cut(item["msg"])}
         entry["type"] = item["type"]
         index = (item.get("ctx") or {}).get("index")
         if index is not None:
