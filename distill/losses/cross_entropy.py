@@ -40,7 +40,7 @@ from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
 from distill.rows.prepared import Prepared, tensor_key
 from distill.rows.reduction import check_reduction, grad_scale
-from distill.rows.softmax import softmax_and_lse
+from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, distribution, resolve_teacher
 from distill.wire import Kind
 
@@ -225,24 +225,26 @@ def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: in
 def hard_kernel(rows: Rows, labels: Tensor, weight: Tensor | None, ignore_index: int, epsilon: float) -> Kernel:
     """Per-chunk kernel for hard-label cross-entropy; ``labels`` is aligned with the student's rows.
 
-    One softmax pass gives q (the gradient's main term) and the log-sum-exp; log q_y = s_y − lse and
-    the smoothing sum Σ_c w_c · log q_c = s · w − lse · Σ_c w_c need no per-element logarithm.
+    One softmax pass gives q (the gradient's main term) and log(max q); with the shifted logits
+    s' = s − max s, log q_y = s'_y + log(max q) and the smoothing sum Σ_c w_c · log q_c =
+    s' · w + log(max q) · Σ_c w_c need no per-element logarithm and cancel nothing at large logits.
     """
 
     def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
         s = chunk.student
         n_classes = s.shape[1]
         assert chunk.row_max is not None
-        q, lse = softmax_and_lse(s, chunk.row_max, chunk.grad_out if want_grad else None)
+        q, log_norm = softmax_and_log_norm(s, chunk.row_max, chunk.grad_out if want_grad else None)
+        shifted = s - chunk.row_max.unsqueeze(1)
         y = take(labels, chunk.selection)
         valid = y != ignore_index
         y_safe = torch.where(valid, y, 0).unsqueeze(1)
         w = None if weight is None else weight.to(s.dtype)
         w_y = valid.to(s.dtype) if w is None else w[y_safe.squeeze(1)].mul_(valid)
-        log_q_y = s.gather(1, y_safe).squeeze(1).sub_(lse)
+        log_q_y = shifted.gather(1, y_safe).squeeze(1).add_(log_norm)
         row_loss = log_q_y.mul(w_y).mul_(-(1.0 - epsilon))
         if epsilon > 0.0:
-            row_loss.add_(_smooth_terms(chunk, rows, s, lse, w, valid), alpha=epsilon / n_classes)
+            row_loss.add_(_smooth_terms(chunk, rows, shifted, log_norm, w, valid), alpha=epsilon / n_classes)
         if not bool(torch.isfinite(row_loss).all()):
             labelled_neg_inf = valid & (log_q_y == -math.inf)
             bad = torch.zeros_like(s, dtype=torch.bool).scatter_(1, y_safe, labelled_neg_inf.unsqueeze(1))
@@ -263,12 +265,16 @@ def hard_kernel(rows: Rows, labels: Tensor, weight: Tensor | None, ignore_index:
     return kernel
 
 
-def _smooth_terms(chunk: Chunk, rows: Rows, s: Tensor, lse: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
-    """−Σ_c w_c · log q_c per row (0 on ignored rows), rejecting smoothing mass on -inf classes."""
-    dot, total_weight = (s.sum(dim=-1), float(s.shape[1])) if w is None else (torch.mv(s, w), float(w.sum()))
-    smooth = dot.sub_(lse * total_weight).neg_()
+def _smooth_terms(chunk: Chunk, rows: Rows, shifted: Tensor, log_norm: Tensor, w: Tensor | None, valid: Tensor) -> Tensor:
+    """−Σ_c w_c · log q_c per row (0 on ignored rows), rejecting smoothing mass on -inf classes.
+
+    ``shifted`` is s − max s and log q = shifted + ``log_norm`` (see :mod:`distill.rows.softmax`).
+    """
+    n_classes = shifted.shape[1]
+    dot, total_weight = (shifted.sum(dim=-1), float(n_classes)) if w is None else (torch.mv(shifted, w), float(w.sum()))
+    smooth = dot.add_(log_norm * total_weight).neg_()
     if not bool(torch.isfinite(smooth[valid]).all()):
-        neg_inf = s == -math.inf
+        neg_inf = shifted == -math.inf
         raise_at(
             "student_logits",
             "is -inf at a class that label_smoothing gives mass to: the cross-entropy is infinite",
@@ -276,7 +282,7 @@ def _smooth_terms(chunk: Chunk, rows: Rows, s: Tensor, lse: Tensor, w: Tensor | 
             chunk.selection,
             (neg_inf if w is None else neg_inf & (w != 0)) & valid.unsqueeze(1),
         )
-        log_q = s - lse.unsqueeze(1)
+        log_q = shifted + log_norm.unsqueeze(1)
         smooth = (log_q if w is None else log_q * w).nan_to_num_(nan=0.0).sum(dim=-1).neg_()
     return smooth.mul_(valid)
 
@@ -284,8 +290,9 @@ def _smooth_terms(chunk: Chunk, rows: Rows, s: Tensor, lse: Tensor, w: Tensor | 
 def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float, weight: Tensor | None, epsilon: float) -> Kernel:
     """Per-chunk kernel for cross-entropy against a soft teacher distribution.
 
-    With target r = w ⊙ p' and one softmax pass over x = s / T giving q and lse,
-    −Σ_c r_c · log q_c = lse · Σ_c r_c − r · x (a row dot product, no per-element logarithm).
+    With target r = w ⊙ p' and one softmax pass over x = s / T giving q and log(max q), and the
+    shifted logits x' = x − max x, −Σ_c r_c · log q_c = −(r · x') − log(max q) · Σ_c r_c (a row dot
+    product, no per-element logarithm, nothing cancelled at large logits).
     A softmax target (teacher logits, smoothed or not, unweighted) sums to 1, which is used as is.
     """
     inverse_t = 1.0 / temperature
@@ -295,14 +302,16 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
         n_classes = s.shape[1]
         x = s if inverse_t == 1.0 else s * inverse_t
         assert chunk.row_max is not None
-        q, lse = softmax_and_lse(x, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
+        x_max = chunk.row_max * inverse_t
+        q, log_norm = softmax_and_log_norm(x, x_max, chunk.grad_out if want_grad else None)
+        shifted = x - x_max.unsqueeze(1)
         p = distribution(take(teacher.flat, chunk.selection).to(s.dtype), teacher.kind, temperature)
         if epsilon > 0.0:
             p = p * (1.0 - epsilon) + epsilon / n_classes
         target = p if weight is None else p * weight.to(s.dtype)
         normalised = teacher.kind == "logits" and weight is None
-        target_sum = torch.ones_like(lse) if normalised else target.sum(dim=-1)
-        row_loss = lse.mul(target_sum).sub_(torch.mul(target, x).sum(dim=-1))
+        target_sum = torch.ones_like(log_norm) if normalised else target.sum(dim=-1)
+        row_loss = torch.mul(target, shifted).sum(dim=-1).add_(log_norm * target_sum).neg_()
         if not bool(torch.isfinite(row_loss).all()):
             raise_at(
                 "student_logits",
@@ -311,7 +320,7 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
                 chunk.selection,
                 (target != 0) & (x == -math.inf),
             )
-            row_loss = torch.mul(target, x - lse.unsqueeze(1)).nan_to_num_(nan=0.0).sum(dim=-1).neg_()
+            row_loss = torch.mul(target, shifted + log_norm.unsqueeze(1)).nan_to_num_(nan=0.0).sum(dim=-1).neg_()
         row_loss.mul_(factor)
         grad = None
         if want_grad:

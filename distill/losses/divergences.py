@@ -59,6 +59,7 @@ from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
+from distill.rows.softmax import softmax_and_log_softmax
 from distill.rows.teacher import Teacher, resolve_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
@@ -423,22 +424,11 @@ def prepare_tvd(
     )
 
 
-def _log_softmax_parts(z: Tensor, z_max: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """softmax(z) and log_softmax(z) of (rows, C) logits, the latter from the max-shifted logits.
-
-    log q = (z − max z) + log(max q): the shift is exact where it matters (no cancellation against the
-    log-sum-exp at large logits), and max q ≥ 1/C never underflows.
-    """
-    q = torch.softmax(z, dim=-1) if out is None else torch._softmax(z, -1, False, out=out)
-    log_q = (z - z_max.unsqueeze(1)).add_(q.amax(dim=-1, keepdim=True).log_())
-    return q, log_q
-
-
 def _teacher_parts(t: Tensor, kind: str, inverse_t: float) -> tuple[Tensor, Tensor]:
     """The teacher's p and log p for a chunk (already in the compute dtype)."""
     if kind == "logits":
         zt = t if inverse_t == 1.0 else t * inverse_t
-        return _log_softmax_parts(zt, zt.amax(dim=-1))
+        return softmax_and_log_softmax(zt, zt.amax(dim=-1))
     if kind == "log_probs":
         return t.exp(), t
     return t, t.log()
@@ -453,7 +443,7 @@ def divergence_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: 
         s = chunk.student
         z = s if inverse_t == 1.0 else s * inverse_t
         assert chunk.row_max is not None
-        q, log_q = _log_softmax_parts(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
+        q, log_q = softmax_and_log_softmax(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
         t = take(teacher.flat, chunk.selection).to(s.dtype)
         p, log_p = _teacher_parts(t, teacher.kind, inverse_t)
         elements, w = terms(q, log_q, p, log_p, False)

@@ -36,7 +36,7 @@ from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
-from distill.rows.softmax import softmax_and_lse
+from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, resolve_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
@@ -110,7 +110,8 @@ def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -
     """Build the per-chunk KL kernel for a validated teacher (shared with the batcher).
 
     One softmax pass per side gives q = softmax(s/T) (the gradient's main term), p, and their
-    log-sum-exps (:mod:`distill.rows.softmax`), so log p − log q = (t/T − s/T) − (lse_t − lse_s) needs no
+    log-normalisers (:mod:`distill.rows.softmax`), so log p − log q = (t/T − max) − (s/T − max) + (log max p −
+    log max q) is formed from shifted logits (no cancellation at large logits) and needs no
     per-element logarithm. Probabilities and log-probabilities from the teacher are used as given.
     """
     inverse_t = 1.0 / temperature
@@ -119,16 +120,19 @@ def kl_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float) -
         s = chunk.student
         z = s if inverse_t == 1.0 else s * inverse_t
         assert chunk.row_max is not None
-        q, lse_s = softmax_and_lse(z, chunk.row_max * inverse_t, chunk.grad_out if want_grad else None)
+        z_max = chunk.row_max * inverse_t
+        q, norm_s = softmax_and_log_norm(z, z_max, chunk.grad_out if want_grad else None)
+        shifted_s = z - z_max.unsqueeze(1)
         t = take(teacher.flat, chunk.selection).to(s.dtype)
         if teacher.kind == "logits":
             zt = t if inverse_t == 1.0 else t * inverse_t
-            p, lse_t = softmax_and_lse(zt, zt.amax(dim=-1))
-            log_ratio = torch.sub(zt, z).sub_(lse_t.sub_(lse_s).unsqueeze(1))
+            zt_max = zt.amax(dim=-1)
+            p, norm_t = softmax_and_log_norm(zt, zt_max)
+            log_ratio = (zt - zt_max.unsqueeze(1)).sub_(shifted_s).add_(norm_t.sub_(norm_s).unsqueeze(1))
         else:
             p = t.exp() if teacher.kind == "log_probs" else t
             log_p = t if teacher.kind == "log_probs" else t.log()
-            log_ratio = torch.sub(log_p, z).add_(lse_s.unsqueeze(1))
+            log_ratio = torch.sub(log_p, shifted_s).sub_(norm_s.unsqueeze(1))
         elements = log_ratio.mul_(p)
         row_loss = elements.sum(dim=-1)
         if not bool(torch.isfinite(row_loss).all()):

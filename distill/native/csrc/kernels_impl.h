@@ -203,17 +203,18 @@ static void ce_hard_rows(const HardArgs& a, int64_t begin, int64_t end) {
             const V e = P::keep(P::exp(x - m), k);
             if (Grad) P::store(g + c, e, k);
             sum += e;
-            if (Smooth) dot += Weighted ? P::load(weight + c, k, 0) * x : x;
+            if (Smooth) dot += P::keep(Weighted ? P::load(weight + c, k, 0) * (x - m) : x - m, k);
         }
+        // log q_c = (s_c − m) − log Σ: from the shifted logit, so nothing cancels at large logits.
         const T row_sum = P::sum(sum);
-        const T lse = m + std::log(row_sum);
+        const T log_sum = std::log(row_sum);
         const int64_t y = a.labels[r];
         const bool valid = y != a.ignore_index;
         const T w_y = valid ? (Weighted ? weight[y] : T(1)) : T(0);
         T loss = 0;
         if (valid) {
-            loss = -(T(1) - eps) * w_y * (s[y] - lse);
-            if (Smooth) loss += smooth * (lse * total_weight - P::sum(dot));
+            loss = -(T(1) - eps) * w_y * ((s[y] - m) - log_sum);
+            if (Smooth) loss += smooth * (log_sum * total_weight - P::sum(dot));
         }
         static_cast<T*>(a.row_loss)[i] = loss;
         if (!Grad) continue;
@@ -273,14 +274,17 @@ static void soft_rows(const SoftArgs& a, int64_t begin, int64_t end, T* scratch)
                 p = P::keep(P::exp(log_p), k);
             }
             if (Grad && Kind != kTeacherProbs) P::store(scratch + c, p, k);
+            // Shifted logits (z − max z, and t/T − max for teacher logits) in every product, so that
+            // the loss is formed without cancelling large logits against their log-sum-exp.
+            const V zs = z - ms;
             if (KL) {
-                acc += p > 0 ? p * (log_p - z) : zero;
+                acc += p > 0 ? p * ((Kind == kTeacherLogits ? log_p - mt : log_p) - zs) : zero;
                 mass += p;
             } else {
                 const V w = Weighted ? P::load(weight + c, k, 0) : P::splat(1);
                 mass += w * p;
-                acc += p > 0 ? w * p * z : zero;
-                if (eps > T(0)) wz += w * z;
+                acc += p > 0 ? w * p * zs : zero;
+                if (eps > T(0)) wz += P::keep(w * zs, k);
             }
         }
         const T row_sum_s = P::sum(sum_s);
@@ -289,17 +293,17 @@ static void soft_rows(const SoftArgs& a, int64_t begin, int64_t end, T* scratch)
         T loss, row_mass;
         if (KL) {
             if (Kind == kTeacherLogits) {
-                loss = P::sum(acc) / row_sum_t + ((ms - mt) + (log_sum_s - std::log(row_sum_t)));
+                loss = P::sum(acc) / row_sum_t + (log_sum_s - std::log(row_sum_t));
                 row_mass = T(1);
             } else {
                 row_mass = P::sum(mass);
-                loss = P::sum(acc) + (ms + log_sum_s) * row_mass;
+                loss = P::sum(acc) + log_sum_s * row_mass;
             }
         } else {
             const bool normalised = Kind == kTeacherLogits && !Weighted;
             row_mass = normalised ? T(1) : (T(1) - eps) * P::sum(mass) / row_sum_t + smooth * total_weight;
             const T target_dot = (T(1) - eps) * P::sum(acc) / row_sum_t + (eps > T(0) ? smooth * P::sum(wz) : T(0));
-            loss = (ms + log_sum_s) * row_mass - target_dot;
+            loss = log_sum_s * row_mass - target_dot;
         }
         static_cast<T*>(a.row_loss)[i] = loss * factor;
         if (!Grad) continue;
