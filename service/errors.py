@@ -43,6 +43,14 @@ class TooManyKeys(Refused):
     """An object has more keys than any request object can (refused before its keys are looked up)."""
 
 
+class BodyTimeout(Refused):
+    """The body did not arrive within the configured time (a stalled or very slow upload)."""
+
+
+class ClientDisconnected(Refused):
+    """The client went away before its body arrived; nobody reads the answer, but it is counted."""
+
+
 class DuplicateKey(Refused):
     """An object names a key twice (parsers disagree on which wins, so neither is taken)."""
 

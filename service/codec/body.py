@@ -10,40 +10,63 @@ a lazy simdjson array for the tensor decoder (:mod:`service.codec.tensors`).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import simdjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.codec import json_reader
-from service.errors import BodyTooLarge, DuplicateKey, MalformedBody, NotAnObject, TooManyKeys, UnsupportedMediaType
+from service.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    DuplicateKey,
+    MalformedBody,
+    NotAnObject,
+    TooManyKeys,
+    UnsupportedMediaType,
+)
 
 
 def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes.
 
     Raises:
         UnsupportedMediaType: the body is declared as something other than JSON (a missing
             Content-Type is read as JSON), or has a Content-Encoding.
         BodyTooLarge: it exceeds ``limit``.
+        BodyTimeout: it has not arrived ``timeout`` seconds after the request began.
+        ClientDisconnected: the client went away before it arrived.
     """
     check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
+    deadline = asyncio.get_running_loop().time() + timeout
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    stream = request.stream()
+    try:
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(anext(stream), max(remaining, 0.0))
+            except StopAsyncIteration:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ClientDisconnected("the client disconnected before sending its whole body") from None
 
 
 def check_media_type(content_type: str | None, content_encoding: str | None) -> None:

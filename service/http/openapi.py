@@ -42,6 +42,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed JSON, or a body that is not a JSON object",
         401: "Missing or wrong API key",
+        408: "The body did not arrive in time",
         415: "The body is not JSON, or has a Content-Encoding",
         413: "Body or tensor too large",
         422: "Invalid request: the field and the reason are named",

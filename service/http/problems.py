@@ -24,7 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distill import LOSSES, DeviceMemoryError, InputError, QueueFull
 from service.errors import (
+    BodyTimeout,
     BodyTooLarge,
+    ClientDisconnected,
     DuplicateKey,
     MalformedBody,
     NotAnObject,
@@ -60,12 +62,15 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
     UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type"),
     DuplicateKey: ProblemType(422, "duplicate-key", "Duplicate key"),
+    BodyTimeout: ProblemType(408, "body-timeout", "Request body timeout", {"Connection": "close"}),
     BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large"),
     TensorTooLarge: ProblemType(413, "tensor-too-large", "Tensor too large"),
     TooManyKeys: ProblemType(413, "too-many-keys", "Too many keys"),
     InputError: ProblemType(422, "invalid-input", "Invalid input"),
     NotRepresentable: ProblemType(422, "not-representable", "Result not representable"),
     NotReady: ProblemType(503, "not-ready", "Not ready", {"Retry-After": "1"}),
+    # 499 (nginx's "client closed request"): no one reads it; /metrics counts aborts apart from errors.
+    ClientDisconnected: ProblemType(499, "client-disconnected", "Client disconnected"),
     QueueFull: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
     DeviceMemoryError: ProblemType(503, "device-memory", "Device out of memory", {"Retry-After": "5"}),
 }

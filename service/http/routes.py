@@ -42,7 +42,8 @@ ROUTES: list[tuple[str, type[BaseModel], str]] = [
 
 def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        body = await read_body(request, request.app.state.runtime.settings.max_body_bytes)
+        settings = request.app.state.runtime.settings
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         return PartsResponse(await request.app.state.pipeline.handle(route, body))
 
     endpoint.__name__ = route
@@ -61,7 +62,7 @@ for _route, _response, _summary in ROUTES:
         response_class=Response,
         responses={
             200: {"model": _response, "description": "The loss and its gradient"},
-            **problem_responses(400, 401, 413, 415, 422, 503),
+            **problem_responses(400, 401, 408, 413, 415, 422, 503),
         },
         openapi_extra=request_body(REQUESTS[_route]),
     )

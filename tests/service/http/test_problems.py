@@ -262,14 +262,11 @@ def test_coefficient_outside_its_range_is_named(client):
 
 def test_an_unexpected_error_is_one_logged_500_and_the_connection_stays_usable(caplog):
     import http.client
-    import threading
-    import time
 
-    import uvicorn
     from fastapi import FastAPI
 
     from service.http import problems
-    from tests.live import free_port
+    from tests.live import threaded_server
 
     app = FastAPI()
     problems.install(app)
@@ -282,15 +279,7 @@ def test_an_unexpected_error_is_one_logged_500_and_the_connection_stays_usable(c
     def fine() -> dict:
         return {"ok": True}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.02)
+    with threaded_server(app) as port:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", "/bug")
         answer = connection.getresponse()
@@ -299,9 +288,6 @@ def test_an_unexpected_error_is_one_logged_500_and_the_connection_stays_usable(c
         connection.request("GET", "/fine")  # the same keep-alive connection
         assert connection.getresponse().status == 200
         connection.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
     assert sum("unhandled error on GET /bug" in record.getMessage() for record in caplog.records) == 1
 
 
@@ -387,3 +373,30 @@ def test_error_bodies_stay_small_whatever_the_body(client):
     assert response.status_code == 422 and len(response.json()["errors"]) <= 20 and len(response.content) < 64 << 10
     twice = post_raw(client, "kl_div", f'{{"{huge_key}": 1, "{huge_key}": 2}}')
     assert twice.status_code == 422 and len(twice.content) < 64 << 10
+
+
+def test_a_stalled_upload_is_a_408_and_an_abort_is_counted_apart(caplog):
+    import socket
+    import time
+
+    import httpx
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.live import threaded_server
+
+    head = b"POST /v1/kl_div HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    with threaded_server(create_app(Settings(device="cpu", body_timeout_s=0.5))) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+            stalled.sendall(head + b'{"student_logits": ')
+            start = time.monotonic()
+            answer = stalled.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - start < 5, answer[:200]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as leaving:
+            leaving.sendall(head + b'{"student_logits": ')
+        time.sleep(1.0)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    counted = [line for line in metrics.splitlines() if line.startswith("distill_requests_total") and "/v1/kl_div" in line]
+    assert any('status="408"' in line for line in counted) and any('status="499"' in line for line in counted), counted
+    assert not any('status="500"' in line for line in counted)
+    assert not any("unhandled error" in record.getMessage() for record in caplog.records)
