@@ -43,6 +43,10 @@ class TooManyKeys(Refused):
     """An object has more keys than any request object can (refused before its keys are looked up)."""
 
 
+class Overloaded(Refused):
+    """Taking this body would exceed the bytes the service reads and computes at once; retry shortly."""
+
+
 class BodyTimeout(Refused):
     """The body did not arrive within the configured time (a stalled or very slow upload)."""
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(8192, ge=1, description="Kept rows in one engine call at most.")
     max_batch_elements: int = Field(1 << 24, ge=1, description="Rows × classes in one engine call at most.")
     max_queue: int = Field(1024, ge=1, description="Queued requests beyond which new ones get 503 with Retry-After.")
+    max_inflight_bytes: int | None = Field(
+        None, ge=1, description="Request body bytes read and computed at once (503 beyond); default twice max_body_bytes."
+    )
     body_timeout_s: float = Field(20.0, gt=0, description="Seconds a request body may take to arrive (408 beyond).")
     native: bool = Field(
         True, description="Use the compiled code (CPU loss kernels, JSON reader); false computes on torch ops and parses with simdjson."

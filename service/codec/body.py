@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import simdjson
@@ -34,20 +35,27 @@ def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float, reserve: Callable[[int], None]) -> bytes:
     """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes.
+
+    ``reserve`` is called with the bytes about to be held (a declared Content-Length at once, else
+    each chunk as it arrives) and may refuse them (see :mod:`service.codec.budget`).
 
     Raises:
         UnsupportedMediaType: the body is declared as something other than JSON (a missing
             Content-Type is read as JSON), or has a Content-Encoding.
         BodyTooLarge: it exceeds ``limit``.
+        Overloaded: ``reserve`` refused the bytes.
         BodyTimeout: it has not arrived ``timeout`` seconds after the request began.
         ClientDisconnected: the client went away before it arrived.
     """
     check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"))
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
+    declared = request.headers.get("content-length", "")
+    length = int(declared) if declared.isdigit() else None
+    if length is not None:
+        if length > limit:
+            raise too_large(limit)
+        reserve(length)
     deadline = asyncio.get_running_loop().time() + timeout
     chunks: list[bytes] = []
     size = 0
@@ -62,6 +70,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
+            if length is None:
+                reserve(len(chunk))
             chunks.append(chunk)
     except asyncio.TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None

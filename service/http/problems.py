@@ -32,6 +32,7 @@ from service.errors import (
     NotAnObject,
     NotReady,
     NotRepresentable,
+    Overloaded,
     Refused,
     TensorTooLarge,
     TooManyKeys,
@@ -72,6 +73,7 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     # 499 (nginx's "client closed request"): no one reads it; /metrics counts aborts apart from errors.
     ClientDisconnected: ProblemType(499, "client-disconnected", "Client disconnected"),
     QueueFull: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
+    Overloaded: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
     DeviceMemoryError: ProblemType(503, "device-memory", "Device out of memory", {"Retry-After": "5"}),
 }
 _VALIDATION = ProblemType(422, "invalid-request", "Invalid request")

@@ -42,9 +42,12 @@ ROUTES: list[tuple[str, type[BaseModel], str]] = [
 
 def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        settings = request.app.state.runtime.settings
-        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-        return PartsResponse(await request.app.state.pipeline.handle(route, body))
+        runtime = request.app.state.runtime
+        settings = runtime.settings
+        with runtime.budget.reservation() as reservation:
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s, reservation.take)
+            parts = await request.app.state.pipeline.handle(route, body)
+        return PartsResponse(parts)
 
     endpoint.__name__ = route
     return endpoint

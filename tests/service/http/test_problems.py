@@ -400,3 +400,29 @@ def test_a_stalled_upload_is_a_408_and_an_abort_is_counted_apart(caplog):
     assert any('status="408"' in line for line in counted) and any('status="499"' in line for line in counted), counted
     assert not any('status="500"' in line for line in counted)
     assert not any("unhandled error" in record.getMessage() for record in caplog.records)
+
+
+def test_bodies_in_flight_are_bounded_by_a_byte_budget():
+    import socket
+    import time
+
+    import httpx
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.live import threaded_server
+
+    small = {"student_logits": [[1.0, 2.0]], "teacher_logits": [[0.5, 0.5]]}
+    settings = Settings(device="cpu", max_body_bytes=20_000, max_inflight_bytes=10_000, body_timeout_s=2.0)
+    with threaded_server(create_app(settings)) as port:
+        url = f"http://127.0.0.1:{port}/v1/kl_div"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/kl_div HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 9000\r\n\r\n{")
+            time.sleep(0.3)
+            refused = httpx.post(url, content=b" " * 1500 + httpx.Request("POST", url, json=small).read())
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+            assert httpx.post(url, json=small).status_code == 200  # a small body still fits
+        time.sleep(2.5)  # the stalled upload times out and gives its bytes back
+        assert httpx.post(url, content=b" " * 1500 + httpx.Request("POST", url, json=small).read()).status_code == 200
+        too_big = httpx.post(url, content=b" " * 15_000 + httpx.Request("POST", url, json=small).read())
+        assert too_big.status_code == 503  # within the body limit, beyond the in-flight budget
