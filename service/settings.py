@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_batch_elements: int = Field(1 << 24, ge=1, description="Rows × classes in one engine call at most.")
     max_queue: int = Field(1024, ge=1, description="Queued requests beyond which new ones get 503 with Retry-After.")
     max_inflight_bytes: int | None = Field(
-        None, ge=1, description="Request body bytes read and computed at once (503 beyond); default twice max_body_bytes."
+        None,
+        ge=1,
+        description="Memory requests in flight may hold, estimated as 4 bytes per body byte (503 beyond); default 4 × max_body_bytes.",
     )
     body_timeout_s: float = Field(20.0, gt=0, description="Seconds a request body may take to arrive (408 beyond).")
     native: bool = Field(
