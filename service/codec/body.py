@@ -167,11 +167,11 @@ def _convert(value: Any, extracted: dict[str, Any], path: tuple[str | int, ...])
     if len(path) > MAX_OBJECT_DEPTH and isinstance(value, simdjson.Object | simdjson.Array | dict | list):
         raise MalformedBody(f"objects are nested deeper than {MAX_OBJECT_DEPTH} levels")
     if isinstance(value, simdjson.Object):
-        keys = list(value.keys())
-        if len(keys) > MAX_KEYS:
+        if len(value) > MAX_KEYS:  # counted in C, before any key becomes a Python string
             where = ".".join(map(str, path))[:MAX_FIELD]
-            detail = f"{where or 'the body'} has {len(keys)} keys; an object of a request has at most {MAX_KEYS}"
+            detail = f"{where or 'the body'} has {len(value)} keys; an object of a request has at most {MAX_KEYS}"
             raise TooManyKeys(detail, field=where or None)
+        keys = list(value.keys())
         if len(set(keys)) != len(keys):
             raise _duplicate(keys, path)
         if any("\0" in key for key in keys):  # simdjson looks keys up as C strings; items() converts eagerly but sees them
