@@ -1,7 +1,7 @@
 """Batching benchmark, measured side by side in one run.
 
 1. In-process: ``--requests`` queued KL requests of each shape computed as one grouped engine call
-   (:func:`distill.batch.run_group`) vs one engine call each, on ``--device``.
+   (:func:`distill.batching.group.run_group`) vs one engine call each, on ``--device``.
 2. Over HTTP (CPU only): ``--requests`` concurrent clients sending (8, 1000) KL requests to a real
    ``distill-serve`` with batching on and with batching off: throughput and latency p50/p99.
 

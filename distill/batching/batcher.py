@@ -3,9 +3,14 @@
 Callers :meth:`Batcher.submit` validated work (a :class:`~distill.rows.prepared.Prepared`, or any callable
 for work that cannot be batched, such as the combined objective) and get a
 :class:`concurrent.futures.Future`. One worker thread owns the device: it takes the oldest queued
-request, waits at most ``max_wait_ms`` (from that request's arrival) for more requests with the same
-key, up to ``max_batch_rows`` kept rows and ``max_batch_elements`` elements, and computes the group
-with :func:`~distill.batching.group.run_group`.
+request with every queued request of the same key, up to ``max_batch_rows`` kept rows and
+``max_batch_elements`` elements, and computes the group with :func:`~distill.batching.group.run_group`.
+
+Adaptive waiting: the worker waits for company (at most ``max_wait_ms`` from the oldest request's
+arrival) only while more work is on its way, that is while some caller is inside
+:meth:`Batcher.incoming` (the service: while a request is being decoded and validated). A request
+that finds nothing else queued or on its way is computed at once, so a lone client never pays the
+wait; under load, requests that arrive while a group computes are queued and grouped without waiting.
 
 Failure isolation: requests are validated before they are queued, so a group fails only through an
 error found while computing (say teacher mass on a -inf student class); the group is then recomputed
@@ -19,8 +24,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,6 +102,7 @@ class Batcher:
         self.enabled = enabled
         self.observer = observer
         self._pending: deque[_Job] = deque()
+        self._incoming = 0
         self._condition = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="distill-batcher", daemon=True)
@@ -120,6 +127,18 @@ class Batcher:
         if self.observer:
             self.observer.queued(depth)
         return job.future
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce work on its way (submit it inside the block): the worker may wait for it to join a group."""
+        with self._condition:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._incoming -= 1
+                self._condition.notify()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, finish everything queued, and stop the worker."""
@@ -158,7 +177,7 @@ class Batcher:
             while True:
                 group, full = self._collect(head)
                 remaining = deadline - time.monotonic()
-                if full or remaining <= 0 or self._closing:
+                if full or remaining <= 0 or self._closing or self._incoming == 0:
                     break
                 self._condition.wait(remaining)
             for job in group:

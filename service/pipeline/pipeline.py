@@ -8,6 +8,7 @@ is rendered on a codec thread again, with priority over decoding new requests.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 
 from distill import DistillResult, LossResult, Work
 from service.codec.body import parse_json_object
@@ -32,11 +33,13 @@ class Pipeline:
             NotReady: the service is not running.
             (and whatever :meth:`prepare`, :meth:`submit` and rendering raise)
         """
-        codec = self.runtime.codec
-        if codec is None:
+        codec, batcher = self.runtime.codec, self.runtime.batcher
+        if codec is None or batcher is None:
             raise NotReady("the service is not running")
-        call, work = await codec.run(DECODE, self.prepare, route, body)
-        result = await self.submit(work)
+        with batcher.incoming():  # the batcher waits for company only while requests are on their way
+            call, work = await codec.run(DECODE, self.prepare, route, body)
+            future = self.submit(work)
+        result = await asyncio.wrap_future(future)
         return await codec.run(ENCODE, render, call, result)
 
     def prepare(self, route: str, body: bytes) -> tuple[EngineCall, Work]:
@@ -52,15 +55,15 @@ class Pipeline:
         call = engine_call(route, request, self.runtime.device)
         return call, call.prepare()
 
-    async def submit(self, work: Work) -> LossResult | DistillResult:
-        """Queue validated work on the batcher and wait for its result.
+    def submit(self, work: Work) -> Future[LossResult | DistillResult]:
+        """Queue validated work on the batcher; the future resolves to its result.
 
         Raises:
             NotReady: the engine is not running.
             distill.QueueFull: the queue is full.
-            distill.DeviceMemoryError: the request does not fit in device memory.
+            (the future) distill.DeviceMemoryError: the request does not fit in device memory.
         """
         batcher = self.runtime.batcher
         if batcher is None:
             raise NotReady("the engine is not running")
-        return await asyncio.wrap_future(batcher.submit(work))
+        return batcher.submit(work)

@@ -132,3 +132,45 @@ def test_unbatchable_work_runs_alone():
         assert isinstance(error, ZeroDivisionError)
     finally:
         batcher.close()
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    import time
+
+    batcher = Batcher(max_wait_ms=500)
+    try:
+        item = requests("kl_div", 1, 5)[0]
+        run(item)  # warm
+        start = time.monotonic()
+        batcher.submit(item).result(10)
+        assert time.monotonic() - start < 0.25  # not the 500 ms wait
+    finally:
+        batcher.close()
+
+
+def test_work_on_its_way_is_waited_for_and_grouped():
+    import threading
+    import time
+
+    recorder = Recorder()
+    batcher = Batcher(max_wait_ms=2000, observer=recorder)
+    try:
+        first, second = requests("kl_div", 2, 6)
+        results = {}
+
+        def later() -> None:
+            with batcher.incoming():
+                time.sleep(0.1)
+                results["second"] = batcher.submit(second)
+
+        with batcher.incoming():
+            thread = threading.Thread(target=later)
+            thread.start()
+            time.sleep(0.02)
+            results["first"] = batcher.submit(first)
+        thread.join()
+        results["first"].result(10)
+        results["second"].result(10)
+    finally:
+        batcher.close()
+    assert (2, first.rows.n_kept + second.rows.n_kept) in recorder.batches
