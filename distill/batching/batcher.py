@@ -138,7 +138,8 @@ class Batcher:
         finally:
             with self._condition:
                 self._incoming -= 1
-                self._condition.notify()
+                if self._incoming == 0:  # the only change a waiting worker acts on (submit notifies itself)
+                    self._condition.notify()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, finish everything queued, and stop the worker."""
