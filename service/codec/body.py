@@ -56,23 +56,21 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
         if length > limit:
             raise too_large(limit)
         reserve(length)
-    deadline = asyncio.get_running_loop().time() + timeout
-    chunks: list[bytes] = []
-    size = 0
-    stream = request.stream()
-    try:
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                chunk = await asyncio.wait_for(anext(stream), max(remaining, 0.0))
-            except StopAsyncIteration:
-                return b"".join(chunks)
+
+    async def chunks() -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
             if length is None:
                 reserve(len(chunk))
-            chunks.append(chunk)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(chunks(), timeout)  # one timer for the whole body, not one per chunk
     except asyncio.TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
