@@ -352,7 +352,7 @@ cross_entropy = register(
     options=(
         OPTIONAL_TEMPERATURE,
         SCALE_T2,
-        Option("ignore_index", "Label value whose rows are skipped (hard labels)."),
+        Option("ignore_index", "Label value whose rows are skipped (hard labels); an int64.", ge=-(2**63), le=2**63 - 1),
         Option("label_smoothing", "ε in [0, 1]: that share of the target is spread uniformly over the classes.", ge=0.0, le=1.0),
         Option(
             "reduction",

@@ -426,3 +426,8 @@ def test_bodies_in_flight_are_bounded_by_a_byte_budget():
         assert httpx.post(url, content=b" " * 1500 + httpx.Request("POST", url, json=small).read()).status_code == 200
         too_big = httpx.post(url, content=b" " * 15_000 + httpx.Request("POST", url, json=small).read())
         assert too_big.status_code == 503  # within the body limit, beyond the in-flight budget
+
+
+def test_ignore_index_beyond_int64_is_named(client):
+    response = client.post("/v1/cross_entropy", json={"student_logits": S, "labels": [-1, 0], "ignore_index": 2**64 - 1})
+    assert response.status_code == 422 and response.json()["field"] == "ignore_index"
