@@ -11,15 +11,13 @@ that), sends base64 KL requests of about ``--mb`` MiB each, and reads the server
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import threading
 
 import orjson
 import torch
 
-from benchmarks.service_http import Connection, binary, free_port
-from tests.live import wait_ready
+from benchmarks.service_http import Connection, binary, free_port, started
 
 
 def kib(pid: int, field: str) -> int:
@@ -32,10 +30,8 @@ def scenario(body: bytes, concurrent: int) -> tuple[float, float, int, int]:
     """(peak RSS MiB, RSS after MiB, answered, refused) of a fresh server taking ``concurrent`` bodies at once."""
     port = free_port()
     command = [sys.executable, "-m", "service.cli", "--port", str(port), "--log-level", "warning", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    with started(command, port) as process:
         baseline = kib(process.pid, "VmRSS:")
         statuses: list[int] = []
 
@@ -52,9 +48,6 @@ def scenario(body: bytes, concurrent: int) -> tuple[float, float, int, int]:
         for thread in threads:
             thread.join()
         peak, after = kib(process.pid, "VmHWM:") - baseline, kib(process.pid, "VmRSS:") - baseline
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     return peak / 1024, after / 1024, statuses.count(200), statuses.count(503)
 
 

@@ -41,21 +41,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+def started(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, yielded once it answers on ``port``; stopped with SIGTERM."""
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{url}/docs", timeout=1.0)
+                httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1.0)
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
-        yield url
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@contextmanager
+def server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The base URL of a :func:`started` server."""
+    with started(command, port, env):
+        yield f"http://127.0.0.1:{port}"
 
 
 def binary(tensor: torch.Tensor) -> dict[str, object]:

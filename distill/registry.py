@@ -88,7 +88,7 @@ class LossSpec:
         description: a few lines for the API documentation of its request.
         prepare: validates a request into a :class:`~distill.rows.prepared.Prepared`.
         compute: the public loss function (validates and computes), same signature as ``prepare``.
-        parameters: every keyword of ``prepare``, in signature order.
+        signature: ``prepare``'s signature (taken once: clients bind every call's arguments to it).
         inputs / options: its tensor arguments and scalar options, in signature order.
         batches: whether concurrent requests may share one engine call (by ``Prepared.key``).
         examples: keyword arguments (besides the student) of small valid calls for a student of any
@@ -101,11 +101,16 @@ class LossSpec:
     description: str
     prepare: Callable[..., Prepared]
     compute: Callable[..., LossResult]
-    parameters: tuple[str, ...]
+    signature: inspect.Signature
     inputs: tuple[TensorInput, ...]
     options: tuple[Option, ...]
     batches: bool
     examples: Examples = field(repr=False)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Every keyword of ``prepare``, in signature order."""
+        return tuple(self.signature.parameters)
 
     @property
     def students(self) -> tuple[TensorInput, ...]:
@@ -178,7 +183,7 @@ def register(
         description=description,
         prepare=prepare,
         compute=_computing(prepare, summary),
-        parameters=tuple(order),
+        signature=signature,
         inputs=tuple(
             sorted(
                 (replace(tensor, required=parameters[tensor.name].default is inspect.Parameter.empty) for tensor in inputs),

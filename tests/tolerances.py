@@ -40,3 +40,16 @@ def random_mask(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
     mask = torch.rand(lead, generator=generator) > 0.3
     mask.view(-1)[0] = True
     return mask
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """Largest absolute difference, relative to the largest reference magnitude."""
+    scale = float(expected.abs().max()) or 1.0
+    return float((actual.double() - expected).abs().max()) / scale
+
+
+def assert_as_accurate_as_torch(ours: Tensor, torch32: Tensor, exact: Tensor, stored: float = 0.0) -> None:
+    """Our float32 error is at most 4× PyTorch's own float32 error on the same numbers, plus 8 float32
+    ulps (and ``stored``, the rounding of a half-precision result)."""
+    ours_error, theirs = relative_error(ours, exact), relative_error(torch32, exact)
+    assert ours_error <= 4 * theirs + 8 * torch.finfo(torch.float32).eps + stored, (ours_error, theirs)

@@ -12,7 +12,6 @@ raised as :class:`~distill.client.errors.ServiceError` carrying the server's pro
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import typing
 from collections.abc import Callable, Sequence
@@ -70,7 +69,7 @@ class _Calls:
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}")
         spec = LOSSES[name]
-        arguments = inspect.signature(spec.prepare).bind(*args, **kwargs).arguments
+        arguments = spec.signature.bind(*args, **kwargs).arguments
         student = next((arguments[tensor.name] for tensor in spec.students if arguments.get(tensor.name) is not None), None)
         if student is None:
             raise ValueError(f"give {' or '.join(tensor.name for tensor in spec.students)}")
@@ -90,7 +89,7 @@ class _Calls:
 
         method.__name__ = method.__qualname__ = name
         method.__doc__ = f"``POST /v1/{name}``: {spec.summary}; arguments as :func:`distill.{name}`."
-        method.__signature__ = inspect.signature(spec.prepare).replace(return_annotation=Any)  # type: ignore[attr-defined]
+        method.__signature__ = spec.signature.replace(return_annotation=Any)  # type: ignore[attr-defined]
         return method
 
     def __dir__(self) -> list[str]:

@@ -93,13 +93,15 @@ class RemoteLoss(nn.Module):
         return _apply(student, compute)
 
 
+@functools.cache
 def _settings_signature(spec: LossSpec) -> inspect.Signature:
     """The constructor's keywords: the loss's options and weight tensors, engine defaults."""
     names = {option.name for option in spec.options} | {tensor.name for tensor in spec.inputs if tensor.role == "weight"}
-    engine = inspect.signature(spec.prepare).parameters
+    engine = spec.signature.parameters
     return inspect.Signature([engine[name].replace(kind=inspect.Parameter.KEYWORD_ONLY) for name in engine if name in names])
 
 
+@functools.cache
 def _forward_signature(spec: LossSpec) -> inspect.Signature:
     """``forward(student, first_target=None, *, other_targets=None, mask=None)``."""
     targets = [tensor.name for tensor in spec.inputs if tensor.role == "target"]

@@ -27,12 +27,12 @@ from distill.losses.common import OPTIONAL_TEMPERATURE, SCALE_T2
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
-from distill.rows.checks import check_logits, check_probs, check_scaled
+from distill.rows.checks import check_logits, check_probs
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import FLOAT_DTYPES, Rows, check_temperature, make_rows, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
-from distill.rows.teacher import Teacher, resolve_teacher
+from distill.rows.teacher import Teacher, soft_teacher
 from distill.wire import Kind
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -82,14 +82,21 @@ def prepare_bce(
     rows = make_rows(student_input, mask, name)
     student = rows.flat(student_input)
     if from_logits:
-        check_logits(student, name, rows, allow_neg_inf=False)
+        student_max = check_logits(student, name, rows, allow_neg_inf=False)
     else:
         check_probs(student, name, rows)
-    teacher = resolve_teacher(rows, student.device, logits=teacher_logits, probs=teacher_probs, log_probs=None, allowed=("logits", "probs"))
-    if from_logits:
-        check_scaled(student, name, rows, temperature_)
-        if teacher.kind == "logits":
-            check_scaled(teacher.flat, "teacher_logits", rows, temperature_)
+        student_max = None  # no temperature for probabilities
+    teacher = soft_teacher(
+        rows,
+        student,
+        student_max,
+        name,
+        temperature_,
+        logits=teacher_logits,
+        probs=teacher_probs,
+        log_probs=None,
+        allowed=("logits", "probs"),
+    )
     data = {"teacher": teacher.flat}
     for option, value in (("weight", weight), ("pos_weight", pos_weight)):
         if value is not None:

@@ -35,13 +35,13 @@ from distill.losses.common import OPTIONAL_TEMPERATURE, SCALE_T2, STUDENT_LOGITS
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
-from distill.rows.checks import check_logits, check_scaled
+from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
-from distill.rows.layout import FLOAT_DTYPES, Rows, check_temperature, make_rows, raise_at, take, unravel
+from distill.rows.layout import FLOAT_DTYPES, Rows, check_fraction, check_temperature, make_rows, raise_at, take, unravel
 from distill.rows.prepared import Prepared, tensor_key
 from distill.rows.reduction import check_reduction, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
-from distill.rows.teacher import Teacher, distribution, resolve_teacher
+from distill.rows.teacher import Teacher, distribution, soft_teacher
 from distill.wire import Kind
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -79,9 +79,7 @@ def prepare_cross_entropy(
         compute_grad: also return d(loss)/d(student_logits).
     """
     reduction_ = check_reduction(reduction, REDUCTIONS)
-    epsilon = float(label_smoothing)
-    if not 0.0 <= epsilon <= 1.0:
-        raise InputError("label_smoothing", f"must be in [0, 1], got {label_smoothing}")
+    epsilon = check_fraction("label_smoothing", label_smoothing)
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
@@ -116,17 +114,9 @@ def prepare_cross_entropy(
             per_row=True,
         )
     temperature_ = check_temperature(1.0 if temperature is None else temperature)
-    teacher = resolve_teacher(
-        rows,
-        student.device,
-        logits=teacher_logits,
-        probs=teacher_probs,
-        log_probs=teacher_log_probs,
-        allowed=("logits", "probs", "log_probs"),
+    teacher = soft_teacher(
+        rows, student, row_max, "student_logits", temperature_, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
-    check_scaled(student, "student_logits", rows, temperature_)
-    if teacher.kind == "logits":
-        check_scaled(teacher.flat, "teacher_logits", rows, temperature_)
     factor = temperature_**2 if scale_t2 else 1.0
     normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
     kind = teacher.kind

@@ -49,18 +49,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from distill.errors import InputError
 from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPERATURE
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
-from distill.rows.checks import check_logits, check_scaled
+from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
-from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
+from distill.rows.layout import Rows, check_fraction, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_softmax
-from distill.rows.teacher import Teacher, resolve_teacher
+from distill.rows.teacher import Teacher, soft_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 REDUCTION = Option(
@@ -200,17 +199,9 @@ def _prepare(
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
-    teacher = resolve_teacher(
-        rows,
-        student.device,
-        logits=teacher_logits,
-        probs=teacher_probs,
-        log_probs=teacher_log_probs,
-        allowed=("logits", "probs", "log_probs"),
+    teacher = soft_teacher(
+        rows, student, row_max, "student_logits", temperature, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
-    check_scaled(student, "student_logits", rows, temperature)
-    if teacher.kind == "logits":
-        check_scaled(teacher.flat, "teacher_logits", rows, temperature)
     factor = temperature**2 if scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind
@@ -236,13 +227,6 @@ def _prepare(
     )
 
 
-def _check_unit(name: str, value: float) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise InputError(name, f"must be in [0, 1], got {value}")
-    return number
-
-
 def prepare_jsd(
     student_logits: Tensor,
     *,
@@ -264,7 +248,7 @@ def prepare_jsd(
     Raises:
         InputError: as ``kl_div``; ``beta`` outside [0, 1]; an infinite value (β ∈ {0, 1}, see the module docstring).
     """
-    beta = _check_unit("beta", beta)
+    beta = check_fraction("beta", beta)
     return _prepare(
         "jsd",
         "generalized JSD",
@@ -337,7 +321,7 @@ def prepare_skew_kl(
     Raises:
         InputError: as ``kl_div``; ``alpha`` outside [0, 1]; an infinite value (α = 0).
     """
-    alpha = _check_unit("alpha", alpha)
+    alpha = check_fraction("alpha", alpha)
     return _prepare(
         "skew_kl",
         "skew KL divergence",
@@ -376,7 +360,7 @@ def prepare_skew_reverse_kl(
     Raises:
         InputError: as ``kl_div``; ``alpha`` outside [0, 1]; an infinite value (α = 0).
     """
-    alpha = _check_unit("alpha", alpha)
+    alpha = check_fraction("alpha", alpha)
     return _prepare(
         "skew_reverse_kl",
         "skew reverse KL divergence",

@@ -31,13 +31,13 @@ from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPE
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
-from distill.rows.checks import check_logits, check_scaled
+from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_temperature, make_rows, raise_at, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
-from distill.rows.teacher import Teacher, resolve_teacher
+from distill.rows.teacher import Teacher, soft_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 
@@ -70,17 +70,9 @@ def prepare_kl_div(
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
-    teacher = resolve_teacher(
-        rows,
-        student.device,
-        logits=teacher_logits,
-        probs=teacher_probs,
-        log_probs=teacher_log_probs,
-        allowed=("logits", "probs", "log_probs"),
+    teacher = soft_teacher(
+        rows, student, row_max, "student_logits", temperature, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
-    check_scaled(student, "student_logits", rows, temperature)
-    if teacher.kind == "logits":
-        check_scaled(teacher.flat, "teacher_logits", rows, temperature)
     factor = temperature**2 if scale_t2 else 1.0
     normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind

@@ -79,19 +79,19 @@ def check_log_probs(flat: Tensor, name: str, rows: Rows) -> None:
         _raise_first(name, "must be a log-probability <= 0 and not NaN", rows, ~(flat <= 0))
 
 
-def check_scaled(flat: Tensor, name: str, rows: Rows, temperature: float) -> None:
-    """Logits divided by T < 1 must stay finite in the compute dtype (float32 for half types).
+def check_scaled(row_max: Tensor, dtype: torch.dtype, name: str, rows: Rows, temperature: float) -> None:
+    """Row maxima of logits divided by T < 1 must stay finite in the compute dtype of ``dtype``.
 
-    Otherwise s / T overflows to ±inf and the softmax is NaN: the request is refused, naming
-    ``temperature``. −inf entries (masked classes) and dropped rows are ignored.
+    Otherwise max s / T overflows to +inf and the softmax is NaN: the request is refused, naming
+    ``temperature``. Read from the row maxima the value checks already took (no pass over the
+    logits); a very negative logit that T < 1 pushes to −inf is what a masked class is, probability 0.
     """
-    if temperature >= 1.0:
+    if temperature >= 1.0 or rows.n_kept == 0:
         return
-    kept = flat if rows.kept is None else flat.index_select(0, rows.kept)
-    largest = float(kept.masked_fill(~torch.isfinite(kept), 0.0).abs().amax()) if kept.numel() else 0.0
-    dtype = compute_dtype(flat.dtype)
-    if largest / temperature > torch.finfo(dtype).max:
+    largest = float(_kept(rows, row_max).amax())
+    compute = compute_dtype(dtype)
+    if largest / temperature > torch.finfo(compute).max:
         raise InputError(
             "temperature",
-            f"{name} / temperature overflows {str(dtype).removeprefix('torch.')} (|logit| up to {largest:.3g}, T = {temperature:g})",
+            f"{name} / temperature overflows {str(compute).removeprefix('torch.')} (logits up to {largest:.3g}, T = {temperature:g})",
         )

@@ -137,9 +137,8 @@ def check_same_shape(tensor: Tensor, name: str, rows: Rows) -> None:
         raise InputError(name, f"shape {tuple(tensor.shape)} must equal the student's shape {tuple(rows.shape)}")
 
 
-#: The accepted temperatures: T² and 1/T stay far from overflow and underflow in float32. Beyond 1e6 a
-#: softened distribution is uniform to float32 precision (the loss is rounding noise); below 1e-6 it
-#: is one-hot for any logits that float32 separates.
+#: The accepted temperatures: T² and 1/T stay far from float32's overflow and underflow. The bounds are
+#: a policy, not a measured accuracy limit: float32 accuracy at extreme T is as PyTorch's (both lose it).
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
 
 
@@ -149,6 +148,14 @@ def check_temperature(temperature: float) -> float:
     if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
         raise InputError("temperature", f"must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature}")
     return value
+
+
+def check_fraction(name: str, value: float) -> float:
+    """A weight between two things (label smoothing ε, JSD's β, skew α) must be a number in [0, 1]."""
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise InputError(name, f"must be in [0, 1], got {value}")
+    return number
 
 
 def first_bad(bad: Tensor) -> int:

@@ -5,9 +5,10 @@ exactly: at the row's arg-max, q = exp(max z − lse) ≥ 1/C never underflows, 
 
     log q = (z − max z) + log(max q)
 
-Forming log q from the shifted logits z − max z (never as z − lse) keeps float32 losses as accurate
-as PyTorch's own at any logit offset: softmax losses are shift invariant, and subtracting a large
-log-sum-exp from a large logit would cancel (1e-2 relative error near 1e6). Taking log(max q) per
+Forming log q from the shifted logits z − max z (never as z − lse) keeps float32 losses close to
+PyTorch's own float32 accuracy at large logit offsets (tested to within 4× its error plus 8 ulps at
+offsets up to 1e6): softmax losses are shift invariant, and subtracting a large log-sum-exp from a
+large logit cancels (the previous code failed those tests at 1e6). Taking log(max q) per
 row also saves the second transcendental pass (``log_softmax`` then ``exp``) that dominates these
 kernels on CPU.
 """

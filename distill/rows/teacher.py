@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distill.errors import InputError
-from distill.rows.checks import check_log_probs, check_logits, check_probs
+from distill.rows.checks import check_log_probs, check_logits, check_probs, check_scaled
 from distill.rows.layout import Rows, check_same_shape
 
 TeacherKind = Literal["logits", "probs", "log_probs"]
@@ -24,10 +24,11 @@ _ARGUMENT = {"logits": "teacher_logits", "probs": "teacher_probs", "log_probs": 
 
 @dataclass(frozen=True)
 class Teacher:
-    """A validated teacher tensor flattened to (n_rows, C), in its original dtype."""
+    """A validated teacher tensor flattened to (n_rows, C), in its original dtype (and its row maxima, for logits)."""
 
     kind: TeacherKind
     flat: Tensor
+    row_max: Tensor | None = None
 
     @property
     def argument(self) -> str:
@@ -61,12 +62,35 @@ def resolve_teacher(
     check_same_shape(tensor, name, rows)
     flat = rows.flat(tensor.to(device))
     if kind == "logits":
-        check_logits(flat, name, rows, allow_neg_inf=True)
-    elif kind == "probs":
+        return Teacher(kind, flat, check_logits(flat, name, rows, allow_neg_inf=True))
+    if kind == "probs":
         check_probs(flat, name, rows)
     else:
         check_log_probs(flat, name, rows)
     return Teacher(kind, flat)
+
+
+def soft_teacher(
+    rows: Rows,
+    student: Tensor,
+    student_max: Tensor | None,
+    student_name: str,
+    temperature: float,
+    *,
+    logits: Tensor | None,
+    probs: Tensor | None,
+    log_probs: Tensor | None,
+    allowed: tuple[TeacherKind, ...] = ("logits", "probs", "log_probs"),
+) -> Teacher:
+    """The teacher of a soft-target loss at temperature T (:func:`resolve_teacher`), with the student's
+    (n_rows, C) logits (row maxima ``student_max``; None for probabilities) and the teacher's logits
+    checked to stay finite when divided by T."""
+    teacher = resolve_teacher(rows, student.device, logits=logits, probs=probs, log_probs=log_probs, allowed=allowed)
+    if student_max is not None:
+        check_scaled(student_max, student.dtype, student_name, rows, temperature)
+    if teacher.row_max is not None:
+        check_scaled(teacher.row_max, teacher.flat.dtype, "teacher_logits", rows, temperature)
+    return teacher
 
 
 def distribution(chunk: Tensor, kind: TeacherKind, temperature: float) -> Tensor:

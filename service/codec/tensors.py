@@ -203,7 +203,7 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
 def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
     """Encode a result tensor: a numpy array (orjson writes nested lists) or a base64 object.
 
-    The base64 text goes into the response as a :class:`~service.responses.Payload`: sent as its
+    The base64 text goes into the response as a :class:`~service.codec.parts.Payload`: sent as its
     own part of the body, so it is neither decoded to ``str`` nor copied into the JSON text (11 MB at
     (64, 32000) float32).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
@@ -103,10 +102,10 @@ def option_field(option: Option, choices: tuple[str, ...] | None = None) -> tupl
     return annotation, Field(option.default, description=option.description, strict=strict, **bounds, **extra)
 
 
-def common_field(name: str, function: Callable[..., Any]) -> tuple[Any, Any]:
-    """A parameter every loss shares (``mask``, ``compute_grad``) as a field, with ``function``'s default."""
+def common_field(name: str, signature: inspect.Signature) -> tuple[Any, Any]:
+    """A parameter every loss shares (``mask``, ``compute_grad``) as a field, with ``signature``'s default."""
     annotation, description = COMMON_FIELDS[name]
-    default = inspect.signature(function).parameters[name].default
+    default = signature.parameters[name].default
     return annotation, Field(default, description=description, strict=True if annotation is bool else None)
 
 
@@ -121,7 +120,7 @@ def _fields(spec: LossSpec, names: tuple[str, ...], reductions: tuple[str, ...] 
         elif name in options:
             fields[name] = option_field(options[name], reductions if name == "reduction" else None)
         else:
-            fields[name] = common_field(name, spec.prepare)
+            fields[name] = common_field(name, spec.signature)
     return fields
 
 
@@ -148,13 +147,14 @@ def term_model(spec: LossSpec) -> type[Strict]:
 def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     """``DistillRequest``: the student, a list of terms (tagged by ``loss``), and the shared fields."""
     term: Any = Annotated[Union[tuple(terms)], Field(discriminator="loss")]  # noqa: UP007  # a union built from a list
-    term_grads = inspect.signature(distill).parameters["term_grads"].default
+    objective = inspect.signature(distill)
+    term_grads = objective.parameters["term_grads"].default
     fields: dict[str, Any] = {
         "student_logits": tensor_field(replace(STUDENT_LOGITS, required=True)),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
         "term_grads": (bool, Field(term_grads, strict=True, description="Also return each term's own gradient.")),
-        "mask": common_field("mask", distill),
-        "compute_grad": common_field("compute_grad", distill),
+        "mask": common_field("mask", objective),
+        "compute_grad": common_field("compute_grad", objective),
     }
     doc = "Σ_k a_k · L_k(student): each term any loss with its own targets and options."
     return create_model("DistillRequest", __base__=Encodings, __doc__=doc, **fields)

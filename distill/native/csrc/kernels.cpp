@@ -186,6 +186,12 @@ int parallel_rows(int64_t rows, int64_t classes, int threads, Fn fn) {
     return 0;
 }
 
+// Thread `thread`'s share of a scratch buffer holding `per_thread` elements of `dtype` per thread.
+void* thread_scratch(void* scratch, int thread, int64_t per_thread, int dtype) {
+    const size_t element = dtype == kFloat64 ? sizeof(double) : sizeof(float);
+    return static_cast<char*>(scratch) + static_cast<size_t>(thread) * static_cast<size_t>(per_thread) * element;
+}
+
 }  // namespace
 
 // Calls the AVX2+FMA build of a kernel when `fast` (the CPU has it), else the baseline build.
@@ -216,10 +222,8 @@ __attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args,
 __attribute__((visibility("default"))) int distill_soft(const SoftArgs* args, int threads) {
     const SoftArgs& a = *args;
     const bool fast = use_avx2();
-    const size_t element = a.dtype == kFloat64 ? sizeof(double) : sizeof(float);
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast, element](int thread, int64_t begin, int64_t end) {
-        void* scratch = static_cast<char*>(a.scratch) + static_cast<size_t>(thread) * static_cast<size_t>(a.classes) * element;
-        DISTILL_DISPATCH(fast, soft, a, begin, end, scratch);
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int thread, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, soft, a, begin, end, thread_scratch(a.scratch, thread, a.classes, a.dtype));
     });
 }
 
@@ -234,10 +238,8 @@ __attribute__((visibility("default"))) int distill_bce(const BceArgs* args, int 
 __attribute__((visibility("default"))) int distill_divergence(const DivergenceArgs* args, int threads) {
     const DivergenceArgs& a = *args;
     const bool fast = use_avx2();
-    const size_t element = a.dtype == kFloat64 ? sizeof(double) : sizeof(float);
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast, element](int thread, int64_t begin, int64_t end) {
-        void* scratch = static_cast<char*>(a.scratch) + 2 * static_cast<size_t>(thread) * static_cast<size_t>(a.classes) * element;
-        DISTILL_DISPATCH(fast, divergence, a, begin, end, scratch);
+    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int thread, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, divergence, a, begin, end, thread_scratch(a.scratch, thread, 2 * a.classes, a.dtype));
     });
 }
 
