@@ -116,15 +116,32 @@ def _check_level(node: simdjson.Array, shape: tuple[int, ...], at: tuple[int, ..
         _check_level(child, shape, where)
 
 
+def _check_leaves(array: simdjson.Array, shape: tuple[int, ...]) -> None:
+    """Refuse an array nested in place of a number at the innermost level (``[[1, 2], [3, [4]]]``).
+
+    :func:`_check_level` stops above the innermost lists so that it never visits a number from
+    Python; once the values are known to be numbers (or booleans), the count of ``[`` in the
+    minified text (C speed) equals the count of lists the shape implies exactly when no list
+    stands in for a number.
+    """
+    expected = sum(math.prod(shape[:depth]) for depth in range(len(shape)))
+    if array.mini.count(b"[") != expected:
+        raise _bad(f"ragged nesting: a list where a number belongs for shape {list(shape)}")
+
+
 def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
     shape = _nested_shape(array)
     elements = math.prod(shape)
     if elements > max_elements:
         raise _too_large(field, elements, max_elements)
     if kind is Kind.MASK:
-        values = np.array(array.as_list())
+        try:
+            values = np.array(array.as_list())
+        except ValueError:
+            raise _bad(f"ragged nesting: a list where a boolean belongs for shape {list(shape)}") from None
         if values.dtype != np.bool_ and values.size:
             raise _bad("must hold only true/false")
+        _check_leaves(array, shape)
         return torch.from_numpy(values.astype(np.bool_).reshape(shape))
     try:
         buffer = array.as_buffer(of_type="d" if kind is Kind.FLOAT else "i")
@@ -134,6 +151,7 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
     values = np.frombuffer(buffer, dtype=np.float64 if kind is Kind.FLOAT else np.int64)
     if values.size != elements:
         raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
+    _check_leaves(array, shape)
     return torch.from_numpy(values.astype(np.float32 if single and kind is Kind.FLOAT else values.dtype)).reshape(shape)
 
 

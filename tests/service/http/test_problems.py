@@ -29,6 +29,9 @@ def b64(data: bytes) -> str:
 CASES = [
     ("shape mismatch", "kl_div", {"student_logits": S, "teacher_logits": [[1.0, 2.0]]}, 422, "teacher_logits"),
     ("ragged", "kl_div", {"student_logits": [[1.0, 2.0], [3.0]], "teacher_logits": T}, 422, "student_logits"),
+    ("list for a number", "kl_div", {"student_logits": [[1.0, 2.0, 3.0], [3.0, 4.0, [5.0]]], "teacher_logits": T}, 422, "student_logits"),
+    ("list for a label", "cross_entropy", {"student_logits": S, "labels": [1, [0]]}, 422, "labels"),
+    ("list for a mask value", "kl_div", {"student_logits": S, "teacher_logits": T, "mask": [True, [False]]}, 422, "mask"),
     ("mixed nesting", "kl_div", {"student_logits": [[1.0, 2.0], 3.0], "teacher_logits": T}, 422, "student_logits"),
     ("string number", "kl_div", {"student_logits": [["1.0", 2.0, 3.0]], "teacher_logits": [T[0]]}, 422, "student_logits"),
     ("boolean number", "kl_div", {"student_logits": [[True, 2.0, 3.0]], "teacher_logits": [T[0]]}, 422, "student_logits"),
