@@ -59,6 +59,10 @@ class DuplicateKey(Refused):
     """An object names a key twice (parsers disagree on which wins, so neither is taken)."""
 
 
+class NumberOutOfRange(Refused):
+    """A JSON number beyond 64-bit integers and float64 (valid JSON, but no parser here holds it)."""
+
+
 class UnsupportedMediaType(Refused):
     """The body is not declared as JSON, or is encoded (Content-Encoding) in a way the service does not decode."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import simdjson
 from starlette.requests import ClientDisconnect, Request
 
-from service.codec import json_reader
+from service.codec import json_reader, number_range
 from service.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -26,6 +26,7 @@ from service.errors import (
     DuplicateKey,
     MalformedBody,
     NotAnObject,
+    NumberOutOfRange,
     TooManyKeys,
     UnsupportedMediaType,
 )
@@ -134,8 +135,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body.
 
     Raises:
-        MalformedBody: the body is empty, not valid JSON, holds an integer beyond 64 bits, or nests
-            objects deeper than :data:`MAX_OBJECT_DEPTH`.
+        MalformedBody: the body is empty, not valid JSON, or nests objects deeper than
+            :data:`MAX_OBJECT_DEPTH`.
+        NumberOutOfRange: it holds a number beyond 64-bit integers and float64, whose field
+            :func:`~service.codec.number_range.locate` found (else MalformedBody).
         NotAnObject: it is JSON but not an object.
         DuplicateKey: an object names a key twice.
     """
@@ -145,6 +148,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         document = _parse(extracted.envelope if extracted else body)
     except (ValueError, RuntimeError) as error:
+        number = number_range.locate(body) if "NUMBER_ERROR" in str(error) or "BIGINT_ERROR" in str(error) else None
+        if number is not None:
+            raise NumberOutOfRange(number.detail(), field=number.field) from None
         raise MalformedBody(f"the body is not JSON that can be read: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise NotAnObject("the request body must be a JSON object")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import binascii
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pybase64
@@ -125,7 +125,8 @@ def _check_leaves(array: simdjson.Array, shape: tuple[int, ...]) -> None:
     stands in for a number.
     """
     expected = sum(math.prod(shape[:depth]) for depth in range(len(shape)))
-    if array.mini.count(b"[") != expected:
+    minified = cast(bytes, array.mini)  # bytes at run time; pysimdjson's stubs say str
+    if minified.count(b"[") != expected:
         raise _bad(f"ragged nesting: a list where a number belongs for shape {list(shape)}")
 
 
