@@ -76,3 +76,30 @@ def test_soft_cross_entropy(offset):
 def test_equal_large_logits_give_log_2():
     result = distill.cross_entropy(torch.tensor([[1e8, 1e8]]), labels=torch.tensor([1]))
     assert float(result.loss) == pytest.approx(math.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [2.0, 4.0])
+def test_kl_div_on_the_readme_example(temperature):
+    """A small KL of two close distributions (O(1) terms summing to 0.1): one shared rounding of a
+    row's normaliser, 1e-7 absolute, was 1.3e-5 relative at T = 4 (PyTorch's own error: 2e-6)."""
+    student = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    teacher = torch.tensor([[1.5, 1.0, -0.5], [0.0, 0.0, 1.0]])
+
+    def reference(s):
+        target = F.log_softmax(teacher.to(s.dtype) / temperature, -1)
+        return F.kl_div(F.log_softmax(s / temperature, -1), target, log_target=True, reduction="batchmean") * temperature**2
+
+    check(distill.kl_div(student, teacher_logits=teacher, temperature=temperature), reference, student)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_kl_div_of_a_student_close_to_its_teacher(offset):
+    """Late in distillation the student nearly matches the teacher and the KL is small against its terms."""
+    student = inputs.logits((64, 1000), torch.float32, 7) + offset
+    teacher = student + 0.1 * inputs.logits((64, 1000), torch.float32, 8)
+
+    def reference(s):
+        target = F.log_softmax(teacher.to(s.dtype) / 2, -1)
+        return F.kl_div(F.log_softmax(s / 2, -1), target, log_target=True, reduction="batchmean") * 4
+
+    check(distill.kl_div(student, teacher_logits=teacher, temperature=2.0), reference, student)
