@@ -1,9 +1,9 @@
 """Peak server memory for large requests, one at a time and eight at once, side by side in one run.
 
-Each scenario starts a fresh server (default settings: 256 MiB body limit, in-flight budget twice
-that), sends base64 KL requests of about ``--mb`` MiB each, and reads the server's peak resident set
-(VmHWM) and its resident set afterwards. Printed as ratios to one body's size; requests refused with
-503 (the budget) are counted.
+Each scenario starts a fresh server (default settings: 256 MiB body limit, in-flight budget four
+times that), sends KL requests of about ``--mb`` MiB each (base64 tensors, then JSON number lists),
+and reads the server's peak resident set (VmHWM) and its resident set afterwards. Printed as ratios
+to one body's size; requests refused with 503 (the budget) are counted.
 
     python -m benchmarks.memory_in_flight [--mb 100] [--concurrent 8]
 """
@@ -57,16 +57,21 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=8)
     args = parser.parse_args()
     classes = 32000
-    rows = max(1, int(args.mb * 2**20 * 3 / 4 / 2 / 4 / classes))
-    generator = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(rows, classes, generator=generator), torch.randn(rows, classes, generator=generator)
-    body = orjson.dumps({"student_logits": binary(student), "teacher_logits": binary(teacher), "temperature": 2.0})
-    size = len(body) / 2**20
-    print(f"body {size:.1f} MiB ({rows} x {classes} float32 student and teacher, base64)")
-    print(f"{'requests at once':>16} {'peak MiB':>9} {'peak / body':>11} {'after MiB':>9} {'answered':>8} {'refused':>7}")
-    for concurrent in (1, args.concurrent):
-        peak, after, answered, refused = scenario(body, concurrent)
-        print(f"{concurrent:16d} {peak:9.0f} {peak / size:11.2f} {after:9.0f} {answered:8d} {refused:7d}")
+    print(f"{'encoding':>8} {'requests at once':>16} {'peak MiB':>9} {'peak / body':>11} {'after MiB':>9} {'answered':>8} {'refused':>7}")
+    for encoding, bytes_per_number in (("base64", 4 * 4 / 3), ("json", 10.5)):
+        rows = max(1, int(args.mb * 2**20 / bytes_per_number / 2 / classes))
+        generator = torch.Generator().manual_seed(0)
+        student, teacher = torch.randn(rows, classes, generator=generator), torch.randn(rows, classes, generator=generator)
+        if encoding == "base64":
+            body = orjson.dumps({"student_logits": binary(student), "teacher_logits": binary(teacher), "temperature": 2.0})
+        else:
+            tensors = {"student_logits": student.numpy(), "teacher_logits": teacher.numpy(), "temperature": 2.0}
+            body = orjson.dumps(tensors, option=orjson.OPT_SERIALIZE_NUMPY)
+        size = len(body) / 2**20
+        print(f"   ({encoding}: {size:.1f} MiB bodies, {rows} x {classes} float32 student and teacher)")
+        for concurrent in (1, args.concurrent):
+            peak, after, answered, refused = scenario(body, concurrent)
+            print(f"{encoding:>8} {concurrent:16d} {peak:9.0f} {peak / size:11.2f} {after:9.0f} {answered:8d} {refused:7d}")
 
 
 if __name__ == "__main__":

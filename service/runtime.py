@@ -14,7 +14,7 @@ import torch
 
 import distill
 from distill import LOSSES, Batcher, BatchObserver, native
-from service.codec.budget import MEMORY_PER_BODY_BYTE, ByteBudget
+from service.codec.budget import DEFAULT_INFLIGHT_BODIES, ByteBudget
 from service.codec.pool import CodecPool
 from service.settings import Settings
 
@@ -30,7 +30,7 @@ class Runtime:
         self.batcher: Batcher | None = None
         self.codec: CodecPool | None = None
         self.ready = False
-        self.budget = ByteBudget(settings.max_inflight_bytes or MEMORY_PER_BODY_BYTE * settings.max_body_bytes)
+        self.budget = ByteBudget(settings.max_inflight_bytes or DEFAULT_INFLIGHT_BODIES * settings.max_body_bytes)
         self.workers = settings.codec_threads or os.cpu_count() or 2
         native.set_enabled(settings.native)
         if settings.torch_threads:

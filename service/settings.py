@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_inflight_bytes: int | None = Field(
         None,
         ge=1,
-        description="Memory requests in flight may hold, estimated as 4 bytes per body byte (503 beyond); default 4 × max_body_bytes.",
+        description="Memory requests in flight may hold, estimated as 2.5 bytes per body byte (503 beyond); default 4 × max_body_bytes.",
     )
     body_timeout_s: float = Field(20.0, gt=0, description="Seconds a request body may take to arrive (408 beyond).")
     native: bool = Field(

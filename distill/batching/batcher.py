@@ -163,6 +163,7 @@ class Batcher:
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(error)
+            del group  # the inputs are not kept alive while this thread waits for the next group
 
     def _next_group(self) -> list[_Job] | None:
         """Block until work is queued; return the oldest request and its compatible company."""

@@ -36,11 +36,16 @@ def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
-async def read_body(request: Request, limit: int, timeout: float, reserve: Callable[[int], None]) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float, reserve: Callable[[int], None]) -> bytearray:
     """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes.
 
     ``reserve`` is called with the bytes about to be held (a declared Content-Length at once, else
     each chunk as it arrives) and may refuse them (see :mod:`service.codec.budget`).
+
+    A declared length is read into one buffer of that size, chunk by chunk: collecting the chunks
+    and joining them would hold the body twice at its peak. The buffer is a bytearray, which
+    CPython keeps NUL-terminated (the compiled reader relies on it), and which the parsers read
+    without another copy.
 
     Raises:
         UnsupportedMediaType: the body is declared as something other than JSON (a missing
@@ -58,17 +63,21 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
             raise too_large(limit)
         reserve(length)
 
-    async def chunks() -> bytes:
-        parts: list[bytes] = []
+    async def chunks() -> bytearray:
+        body = bytearray(length or 0)
         size = 0
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
+            end = size + len(chunk)
+            if end > limit:
                 raise too_large(limit)
-            if length is None:
+            if end <= len(body):
+                body[size:end] = chunk
+            else:  # no length declared
                 reserve(len(chunk))
-            parts.append(chunk)
-        return b"".join(parts)
+                body += chunk
+            size = end
+        del body[size:]
+        return body
 
     try:
         return await asyncio.wait_for(chunks(), timeout)  # one timer for the whole body, not one per chunk
@@ -112,7 +121,7 @@ MAX_FIELD = 200
 _parsers = threading.local()
 
 
-def _parse(body: bytes) -> Any:
+def _parse(body: bytes | bytearray) -> Any:
     """Parse with this thread's parser: reusing one halves the time (its buffers are already mapped).
 
     A parser cannot be reused while values from its last document are alive (an exception may still
@@ -131,8 +140,12 @@ def _parse(body: bytes) -> Any:
     return _parsers.parser.parse(body)
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def parse_json_object(body: bytes | bytearray) -> dict[str, Any]:
     """Parse a JSON object body.
+
+    A bytearray body is the caller's to give up: it is emptied as soon as the document no longer
+    needs it (its tensors were all parsed into numbers by the compiled reader), so that the body and
+    its tensors' float32 copies are not held at once.
 
     Raises:
         MalformedBody: the body is empty, not valid JSON, or nests objects deeper than
@@ -142,7 +155,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         NotAnObject: it is JSON but not an object.
         DuplicateKey: an object names a key twice.
     """
-    if not body.strip():
+    if not body or body.isspace():  # strip() would copy a bytearray
         raise MalformedBody("the request body is empty; send a JSON object")
     extracted = json_reader.extract(body)
     try:
@@ -154,6 +167,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise MalformedBody(f"the body is not JSON that can be read: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise NotAnObject("the request body must be a JSON object")
+    if isinstance(body, bytearray) and extracted is not None and not extracted.refers_to_body():
+        body.clear()  # every number is parsed and the envelope is its own copy: the body is no longer needed
     return _convert(document, extracted.values if extracted else {}, ())
 
 

@@ -58,7 +58,7 @@ def _load() -> ctypes.CDLL | None:
     if library is None:
         return None
     library.distill_json_extract.argtypes = (
-        ctypes.c_char_p,
+        ctypes.c_void_p,
         ctypes.c_int64,
         ctypes.c_int64,
         ctypes.POINTER(JsonSpan),
@@ -127,7 +127,7 @@ class NumberArray:
 class PlainString:
     """An extracted string of printable ASCII without escapes (a base64 payload), unread."""
 
-    body: bytes
+    body: bytes | bytearray
     start: int
     end: int
 
@@ -146,15 +146,24 @@ class Extracted:
     envelope: bytes
     values: dict[str, NumberArray | PlainString]
 
+    def refers_to_body(self) -> bool:
+        """Whether any value is read from the original body (a base64 string left in place)."""
+        return any(isinstance(value, PlainString) for value in self.values.values())
 
-def extract(body: bytes) -> Extracted | None:
-    """Cut the tensors out of a JSON object body; None when the reader is off or takes nothing."""
-    if not enabled():
+
+def extract(body: bytes | bytearray) -> Extracted | None:
+    """Cut the tensors out of a JSON object body; None when the reader is off or takes nothing.
+
+    ``body`` is read in place: CPython keeps both bytes and bytearray objects NUL-terminated, as the
+    reader requires.
+    """
+    if not enabled() or not body:
         return None
     assert _LIBRARY is not None
     spans = (JsonSpan * MAX_SPANS)()
     found = ctypes.c_int64(0)
-    handle = _LIBRARY.distill_json_extract(body, len(body), MIN_STRING, spans, MAX_SPANS, ctypes.byref(found))
+    address = ctypes.addressof(ctypes.c_char.from_buffer(body)) if isinstance(body, bytearray) else body
+    handle = _LIBRARY.distill_json_extract(address, len(body), MIN_STRING, spans, MAX_SPANS, ctypes.byref(found))
     if handle is None:
         raise MemoryError("no memory to parse the request body")
     document = _Document(handle)
@@ -163,7 +172,7 @@ def extract(body: bytes) -> Extracted | None:
         return None
     prefix = "\0" + os.urandom(8).hex() + ":"
     quoted = b'"\\u0000' + prefix[1:].encode()
-    pieces: list[bytes] = []
+    pieces: list[bytes | bytearray] = []
     values: dict[str, NumberArray | PlainString] = {}
     position = 0
     for index in range(count):

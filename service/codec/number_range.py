@@ -54,7 +54,7 @@ class OutOfRange:
         return f"{self.field}: the number {self.token}{at} is beyond the range of a 64-bit integer and of float64"
 
 
-def locate(body: bytes) -> OutOfRange | None:
+def locate(body: bytes | bytearray) -> OutOfRange | None:
     """The first number in ``body`` beyond 64-bit integers and float64, or None when none is found in bounds."""
     walker = _Walker(body)
     for checked, match in enumerate(_CANDIDATE.finditer(body)):
@@ -100,7 +100,7 @@ class _Frame:
 class _Walker:
     """The structure of a body walked forward, one position at a time, tracking the open containers."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | bytearray) -> None:
         self.body = body
         self.tokens = _STRUCTURE.finditer(body)
         self.pending: re.Match[bytes] | None = None

@@ -62,7 +62,10 @@ class PartsResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        for index, part in enumerate(self.parts):
-            await send({"type": "http.response.body", "body": part, "more_body": index < len(self.parts) - 1})
+        parts, self.parts = self.parts or [b""], []
+        for index in range(len(parts)):
+            part, parts[index] = parts[index], b""  # a sent part is not kept alive through the background task
+            await send({"type": "http.response.body", "body": part, "more_body": index < len(parts) - 1})
+            del part
         if self.background is not None:
             await self.background()

@@ -50,9 +50,9 @@ class CodecPool:
             _, _, job, future = self._jobs.get()
             if job is None or future is None:
                 return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as error:  # delivered to the awaiting request
-                future.set_exception(error)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as error:  # delivered to the awaiting request
+                    future.set_exception(error)
+            del job, future  # not kept alive (with a request body in its arguments) while this thread waits

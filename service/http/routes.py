@@ -16,10 +16,12 @@ import torch
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 import distill
 from distill import LOSSES, native
+from distill.native.allocator import release_free_memory
 from distill.wire import Kind
 from service.codec import json_reader
 from service.codec.body import read_body
@@ -45,9 +47,9 @@ def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
         runtime = request.app.state.runtime
         settings = runtime.settings
         with runtime.budget.reservation() as reservation:
-            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s, reservation.take)
-            parts = await request.app.state.pipeline.handle(route, body)
-        return PartsResponse(parts)
+            body = read_body(request, settings.max_body_bytes, settings.body_timeout_s, reservation.take)
+            parts = await request.app.state.pipeline.handle(route, await body)  # the pipeline holds the only reference
+        return PartsResponse(parts, background=BackgroundTask(release_free_memory) if reservation.large else None)
 
     endpoint.__name__ = route
     return endpoint

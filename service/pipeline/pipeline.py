@@ -26,8 +26,14 @@ class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, route: str, body: bytes) -> list[bytes]:
+    async def handle(self, route: str, body: bytearray) -> list[bytes]:
         """The whole pipeline for one request body of ``route``; errors propagate to the error map.
+
+        Each stage's input is let go as soon as the next stage has what it needs, so a large request
+        never holds its body, its input tensors, its gradient and the gradient's encoding at once:
+        the body is let go once decoded (the caller passes its only reference: ``handle(route, await
+        read_body(…))``), and the inputs are dropped (here and by the batcher) before the answer is
+        encoded.
 
         Raises:
             NotReady: the service is not running.
@@ -38,11 +44,14 @@ class Pipeline:
             raise NotReady("the service is not running")
         with batcher.incoming():  # the batcher waits for company only while requests are on their way
             call, work = await codec.run(DECODE, self.prepare, route, body)
+            del body
             future = self.submit(work)
+        encoding = call.encoding
+        del call, work
         result = await asyncio.wrap_future(future)
-        return await codec.run(ENCODE, render, call, result)
+        return await codec.run(ENCODE, render, encoding, result)
 
-    def prepare(self, route: str, body: bytes) -> tuple[EngineCall, Work]:
+    def prepare(self, route: str, body: bytearray) -> tuple[EngineCall, Work]:
         """Decode, validate and prepare a body into engine work (blocking; on a codec thread).
 
         Raises:
@@ -52,6 +61,7 @@ class Pipeline:
         """
         document = parse_json_object(body)
         request = validate(route, document, self.runtime.settings.max_tensor_elements)
+        del document  # with it the compiled reader's parsed numbers; the decoded tensors own their memory
         call = engine_call(route, request, self.runtime.device)
         return call, call.prepare()
 

@@ -9,11 +9,10 @@ import torch
 from distill import DistillResult, LossResult
 from service.codec.parts import dump_parts
 from service.codec.tensors import Encoding, encode, encode_number
-from service.pipeline.requests import EngineCall
 
 
-def render(call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
-    """The response body of ``call`` for its engine result.
+def render(encoding: Encoding, result: LossResult | DistillResult) -> list[bytes]:
+    """The response body for an engine result, its tensors in ``encoding``.
 
     Raises:
         NotRepresentable: a value JSON cannot carry (non-finite) in a JSON response.
@@ -21,14 +20,14 @@ def render(call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
     if isinstance(result, DistillResult):
         body: dict[str, Any] = {
             "loss": encode_number(float(result.loss), "loss"),
-            "grad": _grad(result.grad, call.encoding, "grad"),
+            "grad": _grad(result.grad, encoding, "grad"),
             "terms": [
-                {"name": term.loss, "coefficient": term.coefficient, **_loss_fields(term.result, call.encoding, f"terms.{index}")}
+                {"name": term.loss, "coefficient": term.coefficient, **_loss_fields(term.result, encoding, f"terms.{index}")}
                 for index, term in enumerate(result.terms)
             ],
         }
     else:
-        body = _loss_fields(result, call.encoding, "")
+        body = _loss_fields(result, encoding, "")
     return dump_parts(body)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -438,7 +439,10 @@ def test_bodies_in_flight_are_bounded_by_a_byte_budget():
     from tests.live import threaded_server
 
     small = {"student_logits": [[1.0, 2.0]], "teacher_logits": [[0.5, 0.5]]}
-    settings = Settings(device="cpu", max_body_bytes=20_000, max_inflight_bytes=40_000, body_timeout_s=2.0)  # 4 bytes per body byte
+    from service.codec.budget import MEMORY_PER_BODY_BYTE
+
+    budget = math.ceil(10_000 * MEMORY_PER_BODY_BYTE)  # the memory of 10,000 body bytes in flight
+    settings = Settings(device="cpu", max_body_bytes=20_000, max_inflight_bytes=budget, body_timeout_s=2.0)
     with threaded_server(create_app(settings)) as port:
         url = f"http://127.0.0.1:{port}/v1/kl_div"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
