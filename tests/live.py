@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -21,9 +22,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(port: int, log_level: str = "warning") -> subprocess.Popen[bytes]:
+def serve(port: int, log_level: str = "warning", environment: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", log_level]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})})
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

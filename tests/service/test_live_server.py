@@ -6,8 +6,10 @@ import importlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +90,22 @@ def test_sigterm_shuts_down_gracefully():
     output, _ = process.communicate(timeout=30)
     assert process.returncode in (0, -signal.SIGTERM)
     assert b"Application shutdown complete" in output
+
+
+def test_sigterm_with_a_stalled_upload_answers_it_and_shuts_down_cleanly():
+    """The stalled upload is answered 408 (a problem) when the body timeout passes, within the grace period,
+    and the server then shuts down as usual; no 500, no traceback."""
+    port = free_port()
+    process = serve(port, log_level="info", environment={"DISTILL_BODY_TIMEOUT_S": "2"})
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as stalled:
+        stalled.sendall(b"POST /v1/kl_div HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 9000\r\n\r\n{")
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := stalled.recv(65536):
+            answer += chunk
+    output, _ = process.communicate(timeout=30)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in answer and b"body-timeout" in answer
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert b"Application shutdown complete" in output and b"Traceback" not in output and b" 500" not in output
