@@ -89,9 +89,10 @@ def prepare_cross_entropy(
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
-        labels_flat = check_labels(labels, rows, ignore_index).to(student.device)
+        labels_flat, none_ignored = check_labels(labels, rows, ignore_index)
+        labels_flat = labels_flat.to(student.device)
         labels_kept = labels_flat if rows.kept is None else labels_flat.index_select(0, rows.kept)
-        normalizer = hard_normalizer(labels_kept, class_weight, ignore_index, reduction_)
+        normalizer = hard_normalizer(labels_kept, none_ignored, class_weight, ignore_index, reduction_)
 
         def build_hard(layout: Rows, data: dict[str, Tensor]) -> Kernel:
             return hard_kernel(layout, data["labels"], class_weight, ignore_index, epsilon)
@@ -167,18 +168,23 @@ def _class_weight(weight: Tensor | None, rows: Rows, device: torch.device) -> Te
     return weight.detach().to(device)
 
 
-def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:
+def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> tuple[Tensor, bool]:
     """Labels must be integers of the student's leading shape, each a class index or ``ignore_index``.
 
-    Returns them flattened to (n_rows,) as int64 on the student's device.
+    Returns them flattened to (n_rows,) as int64, and whether none of them is ``ignore_index``
+    (known without a comparison when every label is a class index and ``ignore_index`` is not one).
     """
     if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise InputError("labels", "must be an integer tensor of class indices")
     if tuple(labels.shape) != rows.lead_shape:
         raise InputError("labels", f"shape {tuple(labels.shape)} must equal the student's leading shape {rows.lead_shape}")
     flat = labels.reshape(rows.n_rows).to(torch.int64)
-    if bool(((flat >= 0) & (flat < rows.n_classes)).all()):
-        return flat
+    ignoring_a_class = 0 <= ignore_index < rows.n_classes
+    if flat.numel() == 0:
+        return flat, True
+    low, high = torch.aminmax(flat)
+    if int(low) >= 0 and int(high) < rows.n_classes:
+        return flat, not ignoring_a_class
     bad = ((flat < 0) | (flat >= rows.n_classes)) & (flat != ignore_index)
     if rows.kept is not None:
         keep = torch.zeros(rows.n_rows, dtype=torch.bool, device=bad.device)
@@ -191,11 +197,14 @@ def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> Tensor:
             f"must be in [0, {rows.n_classes}) or equal ignore_index ({ignore_index}), got {int(flat[position])}",
             unravel(position, rows.lead_shape),
         )
-    return flat
+    return flat, False
 
 
-def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
+def hard_normalizer(labels_kept: Tensor, none_ignored: bool, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
     """PyTorch's weighted-mean denominator: Σ w_y over non-ignored kept rows (their count unweighted).
+
+    ``none_ignored`` says that no label equals ``ignore_index`` (known from the label check), which
+    saves comparing them.
 
     Raises:
         InputError: labelled rows are present but their class weights sum to 0 (PyTorch answers NaN
@@ -203,11 +212,11 @@ def hard_normalizer(labels_kept: Tensor, weight: Tensor | None, ignore_index: in
     """
     if reduction != "mean":
         return 1.0
-    valid = labels_kept != ignore_index
+    valid = None if none_ignored else labels_kept != ignore_index
     if weight is None:
-        return float(valid.sum())
-    total = float(weight.to(torch.float64)[labels_kept[valid]].sum())
-    if total == 0.0 and bool(valid.any()):
+        return float(valid.sum()) if valid is not None else float(labels_kept.numel())
+    total = float(weight.to(torch.float64)[labels_kept if valid is None else labels_kept[valid]].sum())
+    if total == 0.0 and (valid is None or bool(valid.any())):
         raise InputError("weight", "the weights of the labelled classes sum to 0: their weighted mean is undefined (use reduction 'sum')")
     return total
 

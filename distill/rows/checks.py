@@ -25,6 +25,13 @@ def _extrema(flat: Tensor) -> tuple[Tensor, Tensor]:
     return flat.amax(dim=-1), flat.amin(dim=-1)
 
 
+def _all_finite(per_row: Tensor) -> bool:
+    """Whether a few per-row values are all finite, read from their float64 sum (one small reduction:
+    NaN and ±inf propagate into it, and float64 cannot overflow on float32 values). A float64 sum
+    that overflows reads as "not all finite" and sends the caller to its exact checks."""
+    return math.isfinite(float(per_row.sum(dtype=torch.float64)))
+
+
 def _kept(rows: Rows, per_row: Tensor) -> Tensor:
     return per_row if rows.kept is None else per_row.index_select(0, rows.kept)
 
@@ -48,7 +55,7 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
     """
     row_max, row_min = _extrema(flat)
     high = _kept(rows, row_max)
-    if bool(torch.isfinite(high).all()) and (allow_neg_inf or bool(torch.isfinite(_kept(rows, row_min)).all())):
+    if _all_finite(high) and (allow_neg_inf or _all_finite(_kept(rows, row_min))):
         return row_max
     if bool(torch.isnan(high).any()):
         _raise_first(name, "must not be NaN", rows, torch.isnan(flat))

@@ -16,6 +16,7 @@ target has mass) or applies the documented 0·log 0 conventions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class ChunkResult:
     row_loss: Tensor
     elements: Tensor | None
     grad: Tensor | None
+    loss_sum: float | None = None
 
 
 Kernel = Callable[[Chunk, bool, bool], ChunkResult]
@@ -69,6 +71,7 @@ class KernelOutput:
     row_loss: Tensor
     elements: Tensor | None
     grad: Tensor | None
+    loss_sum: float | None = None
 
 
 def run_kernel(
@@ -106,10 +109,12 @@ def run_kernel(
     row_loss = torch.empty(rows.n_kept, dtype=dtype, device=device)
     if fused is not None and (elements_per_row or not want_elements) and native.supports(student_flat):
         scale = grad_scale if isinstance(grad_scale, float) else grad_scale.contiguous()
-        if fused(FusedCall(student_flat, rows.kept, scale, grad, row_loss)) and bool(torch.isfinite(row_loss).all()):
-            if elements is not None:
-                put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)
-            return KernelOutput(row_loss, elements, grad)
+        if fused(FusedCall(student_flat, rows.kept, scale, grad, row_loss)):
+            loss_sum = float(row_loss.sum()) if row_loss.numel() else 0.0
+            if math.isfinite(loss_sum):  # every row loss is finite (else the eager kernel explains why)
+                if elements is not None:
+                    put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)
+                return KernelOutput(row_loss, elements, grad, loss_sum)
     write_in_place = grad is not None and not masked and grad.dtype == dtype
     position = 0
     for selection in rows.chunks():

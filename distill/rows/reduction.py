@@ -39,8 +39,11 @@ def finish(
     ``none`` returns the element losses in the student's shape (per-row losses in its leading shape
     when ``per_row``), with zeros on rows dropped by the mask. An empty normaliser (every row masked or
     ignored) yields loss 0, where PyTorch would give NaN: a service must answer with a number.
-    ``loss_sum`` may be given when the caller has already summed the row losses.
+    ``loss_sum`` may be given when the caller has already summed the row losses (else the kernel's
+    own sum, else the row losses are summed here).
     """
+    if loss_sum is None:
+        loss_sum = out.loss_sum
     if loss_sum is None:
         loss_sum = float(out.row_loss.sum()) if out.row_loss.numel() else 0.0
     grad = out.grad.reshape(rows.shape) if out.grad is not None else None
