@@ -11,6 +11,10 @@ arrival) only while more work is on its way, that is while some caller is inside
 :meth:`Batcher.incoming` (the service: while a request is being decoded and validated). A request
 that finds nothing else queued or on its way is computed at once, so a lone client never pays the
 wait; under load, requests that arrive while a group computes are queued and grouped without waiting.
+A small request (at most ``inline_max_elements``) that finds the worker idle, nothing queued and no
+other request on its way is computed in the submitting thread itself: handing it to the worker and
+its result back costs two thread wake-ups (0.09 ms in the service, more than computing an (8, 1000)
+KL), and there is nobody to group it with. The worker does not start a group meanwhile.
 
 Failure isolation: requests are validated before they are queued, so a group fails only through an
 error found while computing (say teacher mass on a -inf student class); the group is then recomputed
@@ -82,6 +86,8 @@ class Batcher:
         max_batch_rows / max_batch_elements: limits of one group (kept rows; rows × classes).
         max_queue: queued requests beyond which :meth:`submit` raises :class:`QueueFull`.
         enabled: ``False`` computes every request alone (a group of one), for comparison.
+        inline_max_elements: the largest request (rows × classes) computed in the submitting thread
+            when nothing else is queued, computing or on its way (0: never).
         observer: optional metrics hooks.
     """
 
@@ -93,6 +99,7 @@ class Batcher:
         max_batch_elements: int = 1 << 24,
         max_queue: int = 1024,
         enabled: bool = True,
+        inline_max_elements: int = 1 << 16,
         observer: BatchObserver | None = None,
     ) -> None:
         self.max_wait = max_wait_ms / 1000.0
@@ -100,9 +107,11 @@ class Batcher:
         self.max_batch_elements = max_batch_elements
         self.max_queue = max_queue
         self.enabled = enabled
+        self.inline_max_elements = inline_max_elements
         self.observer = observer
         self._pending: deque[_Job] = deque()
         self._incoming = 0
+        self._computing = False  # a group (or an inline request) holds the device
         self._condition = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="distill-batcher", daemon=True)
@@ -114,19 +123,50 @@ class Batcher:
         return len(self._pending)
 
     def submit(self, work: Work) -> Future[Any]:
-        """Queue validated work; the future resolves to its result (or its exception)."""
+        """Queue validated work; the future resolves to its result (or its exception).
+
+        Small work that finds the batcher idle is computed before this returns (see the module
+        docstring), its future already resolved.
+        """
         job = _Job(work, Future())
         with self._condition:
             if self._closing:
                 raise QueueFull("the batcher is shutting down")
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"{len(self._pending)} requests are queued (limit {self.max_queue})")
-            self._pending.append(job)
-            self._condition.notify()
+            inline = self._alone(job)
+            if inline:
+                self._computing = True
+            else:
+                self._pending.append(job)
+                self._condition.notify()
             depth = len(self._pending)
-        if self.observer:
+        if inline:
+            self._compute_inline(job)
+        elif self.observer:
             self.observer.queued(depth)
         return job.future
+
+    def _alone(self, job: _Job) -> bool:
+        """Whether ``job`` is small and nothing else is queued, computing or on its way (the caller's own
+        announcement aside). Called holding the lock."""
+        return (
+            isinstance(job.work, Prepared)
+            and 0 < job.elements <= self.inline_max_elements
+            and not self._pending
+            and not self._computing
+            and self._incoming <= 1
+        )
+
+    def _compute_inline(self, job: _Job) -> None:
+        try:
+            if self.observer:
+                self.observer.batch(1, job.rows, [0.0])
+            self._execute([job])
+        finally:
+            with self._condition:
+                self._computing = False
+                self._condition.notify()
 
     @contextmanager
     def incoming(self) -> Iterator[None]:
@@ -164,16 +204,19 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(error)
             del group  # the inputs are not kept alive while this thread waits for the next group
+            with self._condition:
+                self._computing = False
 
     def _next_group(self) -> list[_Job] | None:
         """Block until work is queued; return the oldest request and its compatible company."""
         with self._condition:
-            while not self._pending:
-                if self._closing:
+            while not self._pending or self._computing:
+                if self._closing and not self._pending:
                     return None
                 self._condition.wait()
             head = self._pending[0]
             if head.key is None or not self.enabled:
+                self._computing = True
                 return [self._pending.popleft()]
             deadline = head.arrived + self.max_wait
             while True:
@@ -184,6 +227,7 @@ class Batcher:
                 self._condition.wait(remaining)
             for job in group:
                 self._pending.remove(job)
+            self._computing = True
             return group
 
     def _collect(self, head: _Job) -> tuple[list[_Job], bool]:

@@ -19,12 +19,14 @@ from tests.distill.batching.test_group import assert_same, requests
 class Recorder:
     def __init__(self) -> None:
         self.batches: list[tuple[int, int]] = []
+        self.threads: list[str] = []
 
     def queued(self, depth: int) -> None:
         pass
 
     def batch(self, requests: int, rows: int, waits: list[float]) -> None:
         self.batches.append((requests, rows))
+        self.threads.append(threading.current_thread().name)
 
 
 def blocker(batcher: Batcher) -> threading.Event:
@@ -174,3 +176,38 @@ def test_work_on_its_way_is_waited_for_and_grouped():
     finally:
         batcher.close()
     assert (2, first.rows.n_kept + second.rows.n_kept) in recorder.batches
+
+
+def test_a_small_lone_request_is_computed_in_the_submitting_thread():
+    recorder = Recorder()
+    batcher = Batcher(observer=recorder)
+    try:
+        item = requests("kl_div", 1, 9)[0]
+        future = batcher.submit(item)
+        assert future.done()  # no hand-off to the worker
+        assert_same(future.result(), run(item))
+        assert recorder.batches == [(1, item.rows.n_kept)] and recorder.threads == [threading.current_thread().name]
+    finally:
+        batcher.close()
+
+
+def test_requests_with_company_busy_workers_or_many_elements_are_queued():
+    item = requests("kl_div", 1, 10)[0]
+    recorders = [Recorder() for _ in range(3)]
+    large = Batcher(inline_max_elements=item.rows.n_kept * item.rows.n_classes - 1, observer=recorders[0])
+    with_company = Batcher(observer=recorders[1])
+    busy = Batcher(observer=recorders[2])
+    try:
+        assert_same(large.submit(item).result(10), run(item))
+        with with_company.incoming(), with_company.incoming():  # another request is being decoded
+            queued = with_company.submit(item)
+        assert_same(queued.result(10), run(item))
+        release = blocker(busy)
+        behind = busy.submit(item)
+        assert not behind.done()
+        release.set()
+        assert_same(behind.result(10), run(item))
+    finally:
+        for batcher in (large, with_company, busy):
+            batcher.close()
+    assert all(recorder.threads and set(recorder.threads) == {"distill-batcher"} for recorder in recorders)
