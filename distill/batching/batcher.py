@@ -166,7 +166,8 @@ class Batcher:
         finally:
             with self._condition:
                 self._computing = False
-                self._condition.notify()
+                if self._pending:  # queued behind this request: wake the worker (else nothing to do)
+                    self._condition.notify()
 
     @contextmanager
     def incoming(self) -> Iterator[None]:
@@ -178,7 +179,7 @@ class Batcher:
         finally:
             with self._condition:
                 self._incoming -= 1
-                if self._incoming == 0:  # the only change a waiting worker acts on (submit notifies itself)
+                if self._incoming == 0 and self._pending:  # the only change a waiting worker acts on (submit notifies itself)
                     self._condition.notify()
 
     def close(self, timeout: float | None = None) -> None:

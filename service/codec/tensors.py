@@ -65,8 +65,9 @@ def _bad(detail: str, index: tuple[int, ...] | None = None) -> PydanticCustomErr
     return PydanticCustomError("invalid_tensor", "{reason}", {"reason": detail, "index": list(index) if index else None})
 
 
-def _too_large(field: str, elements: int, limit: int) -> TensorTooLarge:
-    return TensorTooLarge(f"{field}: {elements} elements exceeds the limit of {limit}", field=field)
+def _too_large(field: str, elements: int | str, limit: int) -> TensorTooLarge:
+    what = f"{elements} elements" if isinstance(elements, int) else elements
+    return TensorTooLarge(f"{field}: {what} exceeds the limit of {limit} elements", field=field)
 
 
 def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False) -> WireTensor:
@@ -193,7 +194,10 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
         got = repr(dtype_name) if isinstance(dtype_name, str) else f"a {_json_type(dtype_name)}"
         raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {got}")
     if isinstance(shape_value, NumberArray):
-        shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
+        try:
+            shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
+        except InexactInteger:
+            raise _too_large(field, "a dimension of 2^53 or more", max_elements) from None
     else:
         shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
     if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
@@ -202,8 +206,8 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
         raise _bad(f"shape has more than {MAX_DIMS} dimensions")
     shape = tuple(shape_list)
     elements = math.prod(shape)
-    if elements > max_elements:
-        raise _too_large(field, elements, max_elements)
+    if elements > max_elements or any(dimension > max_elements for dimension in shape):  # [0, 2^32, 2^32] has no elements
+        raise _too_large(field, elements if elements > max_elements else f"a dimension of {max(shape)}", max_elements)
     if isinstance(data, PlainString):
         data = data.content()
     elif not isinstance(data, str):

@@ -1,36 +1,51 @@
 """Optional API key for the /v1 routes (``DISTILL_API_KEY``); probes and metrics stay open.
 
 The key may come as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and is compared in
-constant time. The two security schemes are declared so generated clients know how to send it.
+constant time. Both ways are declared as OpenAPI security schemes (:data:`SECURITY_SCHEMES`, on every
+/v1 operation as :data:`SECURITY`) so generated clients know how to send it.
+
+The check is one plain dependency reading the two headers itself. FastAPI's ``APIKeyHeader`` and
+``HTTPBearer`` dependencies would declare the schemes on their own, but resolving them cost 0.02 ms
+of every request (a tenth of a small request's time in the service), and they would run on every
+request even with no key configured.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from service.errors import Unauthorized
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service's API key.")
-bearer = HTTPBearer(auto_error=False, description="The service's API key as a bearer token.")
+#: The OpenAPI ``components.securitySchemes`` of the service.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The service's API key."},
+    "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "The service's API key as a bearer token."},
+}
+#: The ``security`` requirement of every /v1 operation: either scheme.
+SECURITY: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
 
 
-async def require_api_key(
-    request: Request,
-    header_key: Annotated[str | None, Depends(api_key_header)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+async def require_api_key(request: Request) -> None:
     """Refuse the request (:class:`Unauthorized`) unless it carries the configured key; no-op when none is set.
 
-    ``async`` although it never awaits: FastAPI runs a plain function dependency on its thread
-    pool, a hand-off that took 0.15 ms of every request.
+    ``async`` although it never awaits: FastAPI runs a plain function dependency on its thread pool.
     """
     expected = request.app.state.runtime.settings.api_key
     if expected is None:
         return
-    supplied = header_key or (credentials.credentials if credentials is not None else None)
-    if supplied is None or not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
+    supplied = request.headers.get("x-api-key") or _bearer_token(request.headers.get("authorization"))
+    if not supplied or not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key: <key>)")
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header (the scheme case-insensitive)."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

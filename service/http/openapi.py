@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from service.http.auth import SECURITY_SCHEMES
 from service.http.problems import MEDIA_TYPE
 from service.pipeline.schemas import REQUESTS
 
@@ -68,4 +69,5 @@ def build(app: FastAPI) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     document["components"]["schemas"] = dict(sorted(schemas.items()))
+    document["components"]["securitySchemes"] = SECURITY_SCHEMES
     return document

@@ -57,16 +57,20 @@ class ProblemType:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+#: Errors found before the body was read (or while it was): the rest of it may still be on its way,
+#: and would be read as the next request on the connection, so the connection is closed.
+_CLOSE = {"Connection": "close"}
+
 #: The error map: each domain error type and how it is answered.
 PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),
     NotAnObject: ProblemType(400, "not-an-object", "Body is not a JSON object"),
     Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
-    UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type"),
+    UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type", _CLOSE),
     DuplicateKey: ProblemType(422, "duplicate-key", "Duplicate key"),
     NumberOutOfRange: ProblemType(422, "number-out-of-range", "Number out of range"),
-    BodyTimeout: ProblemType(408, "body-timeout", "Request body timeout", {"Connection": "close"}),
-    BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large"),
+    BodyTimeout: ProblemType(408, "body-timeout", "Request body timeout", _CLOSE),
+    BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large", _CLOSE),
     TensorTooLarge: ProblemType(413, "tensor-too-large", "Tensor too large"),
     TooManyKeys: ProblemType(413, "too-many-keys", "Too many keys"),
     InputError: ProblemType(422, "invalid-input", "Invalid input"),
@@ -75,7 +79,7 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     # 499 (nginx's "client closed request"): no one reads it; /metrics counts aborts apart from errors.
     ClientDisconnected: ProblemType(499, "client-disconnected", "Client disconnected"),
     QueueFull: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
-    Overloaded: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1"}),
+    Overloaded: ProblemType(503, "overloaded", "Service overloaded", {"Retry-After": "1", **_CLOSE}),
     DeviceMemoryError: ProblemType(503, "device-memory", "Device out of memory", {"Retry-After": "5"}),
 }
 _VALIDATION = ProblemType(422, "invalid-request", "Invalid request")

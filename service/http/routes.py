@@ -27,7 +27,7 @@ from service.codec import json_reader
 from service.codec.body import read_body
 from service.codec.parts import PartsResponse
 from service.errors import NotReady
-from service.http.auth import require_api_key
+from service.http.auth import SECURITY, require_api_key
 from service.http.openapi import problem_responses, request_body
 from service.pipeline.requests import OBJECTIVE
 from service.pipeline.schemas import REQUESTS, DistillResponse, LossResponse
@@ -48,7 +48,7 @@ def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
         settings = runtime.settings
         with runtime.budget.reservation() as reservation:
             body = read_body(request, settings.max_body_bytes, settings.body_timeout_s, reservation.take)
-            parts = await request.app.state.pipeline.handle(route, await body)  # the pipeline holds the only reference
+            parts = await request.app.state.pipeline.handle(route, body)
         return PartsResponse(parts, background=BackgroundTask(release_free_memory) if reservation.large else None)
 
     endpoint.__name__ = route
@@ -69,7 +69,7 @@ for _route, _response, _summary in ROUTES:
             200: {"model": _response, "description": "The loss and its gradient"},
             **problem_responses(400, 401, 408, 413, 415, 422, 503),
         },
-        openapi_extra=request_body(REQUESTS[_route]),
+        openapi_extra={**request_body(REQUESTS[_route]), "security": SECURITY},
     )
 
 
@@ -90,7 +90,14 @@ class Info(BaseModel):
     max_batch_rows: int
 
 
-@v1.get("/info", operation_id="info", tags=["service"], response_model=Info, responses=problem_responses(401))
+@v1.get(
+    "/info",
+    operation_id="info",
+    tags=["service"],
+    response_model=Info,
+    responses=problem_responses(401),
+    openapi_extra={"security": SECURITY},
+)
 async def info(request: Request) -> Info:
     """Version, device, accepted dtypes and limits."""
     runtime = request.app.state.runtime

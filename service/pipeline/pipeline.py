@@ -9,6 +9,7 @@ with priority over decoding new requests.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from concurrent.futures import Future
 
 from distill import DistillResult, LossResult, Work
@@ -33,30 +34,34 @@ class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, route: str, body: bytearray) -> list[bytes]:
-        """The whole pipeline for one request body of ``route``; errors propagate to the error map.
+    async def handle(self, route: str, body: Awaitable[bytearray]) -> list[bytes]:
+        """The whole pipeline for one request of ``route``, from its body on its way (``read_body(…)``).
+
+        The request counts as work on its way to the batcher (:meth:`distill.Batcher.incoming`) from
+        the moment its body starts arriving until it is submitted: the batcher waits for it while
+        grouping, and computes a small request on the spot only when no other is arriving.
 
         Each stage's input is let go as soon as the next stage has what it needs, so a large request
         never holds its body, its input tensors, its gradient and the gradient's encoding at once:
-        the body is let go once decoded (the caller passes its only reference: ``handle(route, await
-        read_body(…))``), and the inputs are dropped (here and by the batcher) before the answer is
-        encoded.
+        the body is let go once decoded (this holds its only reference), and the inputs are dropped
+        (here and by the batcher) before the answer is encoded. Errors propagate to the error map.
 
         Raises:
             NotReady: the service is not running.
-            (and whatever :meth:`prepare`, :meth:`submit` and rendering raise)
+            (and whatever reading the body, :meth:`prepare`, :meth:`submit` and rendering raise)
         """
         codec, batcher = self.runtime.codec, self.runtime.batcher
         if codec is None or batcher is None:
             raise NotReady("the service is not running")
-        inline = len(body) <= INLINE_BODY_BYTES
-        with batcher.incoming():  # the batcher waits for company only while requests are on their way
-            call, work = self.prepare(route, body) if inline else await codec.run(DECODE, self.prepare, route, body)
-            del body
+        with batcher.incoming():
+            received = await body
+            inline = len(received) <= INLINE_BODY_BYTES
+            call, work = self.prepare(route, received) if inline else await codec.run(DECODE, self.prepare, route, received)
+            del received
             future = self.submit(work)
         encoding = call.encoding
         del call, work
-        result = await asyncio.wrap_future(future)
+        result = future.result() if future.done() else await asyncio.wrap_future(future)  # computed inline: no loop wake-up
         return render(encoding, result) if inline else await codec.run(ENCODE, render, encoding, result)
 
     def prepare(self, route: str, body: bytearray) -> tuple[EngineCall, Work]:

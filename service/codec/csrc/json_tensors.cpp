@@ -14,7 +14,7 @@
 //   (bad syntax, ragged or mixed nesting, non-numbers, numbers beyond float64) is simply not
 //   extracted and stays with the general parser, so its errors are reported exactly as before.
 // * Numbers: integer literals of up to 19 digits as Python's json reads them ("-0" is 0; longer
-//   ones are left to the general parser), others correctly rounded: Clinger's fast path (≤ 19
+//   ones, and negative ones below −2^63, are left to the general parser, which refuses them), others correctly rounded: Clinger's fast path (≤ 19
 //   digits, |decimal exponent| ≤ 22: one exact IEEE multiply or divide) and std::from_chars beyond
 //   it; underflow gives zero. This runs at about simdjson's speed per number.
 // * distill_json_values copies one array out as float64, float32 or (integral arrays) int64.
@@ -207,7 +207,9 @@ const char* parse_number(const char* p, const char* end, bool& integral, double&
         exponent += negative_exponent ? -value : value;
     }
     integral = integral && token_integral;
-    if (digits > 19 && token_integral) return nullptr;  // simdjson's big-integer rules apply
+    // simdjson's big-integer rules apply: integers beyond [−2^63, 2^64 − 1] are not numbers it reads.
+    if (digits > 19 && token_integral) return nullptr;
+    if (token_integral && negative && mantissa > (uint64_t{1} << 63)) return nullptr;
     if (digits > 19) {
         if (!parse_slow(start, p, out)) return nullptr;
     } else if (mantissa == 0) {

@@ -26,7 +26,7 @@ def test_missing_or_wrong_key_is_401(secured, headers):
     assert secured.get("/v1/info", headers=headers).status_code == 401
 
 
-@pytest.mark.parametrize("headers", [{"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}])
+@pytest.mark.parametrize("headers", [{"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}, {"Authorization": "bearer  s3cret "}])
 def test_right_key_is_accepted(secured, headers):
     assert secured.post("/v1/kl_div", json=BODY, headers=headers).status_code == 200
 

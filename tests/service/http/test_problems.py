@@ -258,6 +258,36 @@ def test_a_number_beyond_64_bits_and_float64_is_named(client, route, text, field
     assert problem["field"] == field and shown in problem["detail"]
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1, 2]], "temperature": -9223372036854775809}', "temperature"),
+        ('{"student_logits": [[2.0, -9999999999999999999]], "teacher_logits": [[1, 2]]}', "student_logits"),
+        ('{"student_logits": [[1.0, 2.0]], "teacher_logits": [[1, 2]], "temperature": 1' + "0" * 5000 + "}", "temperature"),
+    ],
+    ids=["just below int64", "in a tensor, both readers alike", "beyond int()'s 4,300 digits"],
+)
+def test_integers_just_beyond_64_bits_are_named_on_both_readers(client, text, field):
+    response = post_raw(client, "kl_div", text)
+    assert response.status_code == 422 and response.json()["field"] == field, response.text
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[0, 4294967296, 4294967296], [4294967296, 4294967296, 0], [0, 9223372036854775807, 9223372036854775807], [9007199254740993]],
+)
+def test_binary_dimensions_are_bounded_even_without_elements(client, shape):
+    binary = {"dtype": "float32", "shape": shape, "data": ""}
+    response = client.post("/v1/kl_div", json={"student_logits": [[1.0, 2.0]], "teacher_logits": binary})
+    assert response.status_code == 413 and response.json()["field"] == "teacher_logits", response.text
+
+
+@pytest.mark.parametrize("content", [b"1e400", b"[1e400]"])
+def test_a_number_out_of_range_outside_an_object_is_malformed(client, content):
+    response = client.post("/v1/kl_div", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "field" not in response.json()
+
+
 def test_tensors_have_at_most_64_dimensions(client):
     nested = "[" * 65 + "1.0" + "]" * 65
     response = post_raw(client, "kl_div", f'{{"student_logits": {nested}, "teacher_logits": {nested}}}')
@@ -460,3 +490,26 @@ def test_bodies_in_flight_are_bounded_by_a_byte_budget():
 def test_ignore_index_beyond_int64_is_named(client):
     response = client.post("/v1/cross_entropy", json={"student_logits": S, "labels": [-1, 0], "ignore_index": 2**64 - 1})
     assert response.status_code == 422 and response.json()["field"] == "ignore_index"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [("Content-Type: application/json\r\nContent-Length: 5000", 413), ("Content-Type: text/plain\r\nContent-Length: 500", 415)],
+)
+def test_a_body_refused_before_it_is_read_closes_the_connection(headers, status):
+    """The unread body would otherwise be taken for the next request on the connection."""
+    import socket
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.live import threaded_server
+
+    with (
+        threaded_server(create_app(Settings(device="cpu", max_body_bytes=1000))) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as connection,
+    ):
+        connection.sendall(f"POST /v1/kl_div HTTP/1.1\r\nHost: t\r\n{headers}\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):  # the server closes the connection
+            answer += chunk
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()) and b"connection: close" in answer.lower()
