@@ -15,6 +15,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 _MARK = b"\0"
+#: Bodies up to this size are joined and sent in one message (copying them costs less than sending parts).
+JOIN_BELOW_BYTES = 256 << 10
 
 
 class Payload:
@@ -56,7 +58,8 @@ class PartsResponse(Response):
     media_type = "application/json"
 
     def __init__(self, parts: Sequence[bytes], status_code: int = 200, background: BackgroundTask | None = None) -> None:
-        self.parts = list(parts)
+        # A small body goes as one message: each message passes every middleware's send wrapper.
+        self.parts = [b"".join(parts)] if sum(len(part) for part in parts) <= JOIN_BELOW_BYTES else list(parts)
         super().__init__(b"", status_code=status_code, background=background)
         self.headers["content-length"] = str(sum(len(part) for part in self.parts))
 
