@@ -112,6 +112,15 @@ struct Pack<double> {
     static inline V log(V x) { return std::log(x); }
 };
 
+// log(1 + e) for e in [0, 1] given inv = 1 / (1 + e) already at hand, accurate for tiny e: with
+// u = fl(1 + e), log1p(e) = log(u) − (u − 1 − e) / u to first order in the rounding of u (the
+// correction is exact where u − 1 == e, and gives e itself where u rounds to 1).
+template <typename P, typename V>
+static inline V log1p_with_inverse(V e, V inv) {
+    const V u = e + 1;
+    return P::log(u) - ((u - 1) - e) * inv;
+}
+
 // log(1 + e) for e in [0, 1], accurate for tiny e (Goldberg: log(u) · e / (u − 1) with u = 1 + e).
 template <typename P, typename V>
 static inline V log1p_small(V e) {
@@ -321,7 +330,8 @@ static void soft_rows(const SoftArgs& a, int64_t begin, int64_t end, T* scratch)
     }
 }
 
-// Soft-label BCE with logits (see distill/bce.py): one pass, three transcendentals per element.
+// Soft-label BCE with logits (see distill/bce.py): one pass, three transcendentals and two divisions
+// per element (one without teacher logits).
 template <typename T, bool TeacherLogits, bool Grad, bool Weighted, bool PosWeighted>
 static void bce_rows(const BceArgs& a, int64_t begin, int64_t end) {
     typedef Pack<T> P;
@@ -350,13 +360,13 @@ static void bce_rows(const BceArgs& a, int64_t begin, int64_t end) {
             }
             const V x = P::load(s + c, k, 0) * inv_t;
             const V e = P::exp(x < 0 ? x : -x);
-            const V softplus_neg = (x < 0 ? -x : zero) + log1p_small<P>(e);
+            const V inv = one / (e + 1);  // serves the logarithm and the sigmoid
+            const V softplus_neg = (x < 0 ? -x : zero) + log1p_with_inverse<P>(e, inv);
             const V pos = PosWeighted ? P::load(pw + c, k, 0) : one;
             const V log_weight = PosWeighted ? (pos - 1) * y + 1 : one;
             const V weight = Weighted ? P::load(w + c, k, 0) : one;
             sum += P::keep(weight * ((1 - y) * x + log_weight * softplus_neg), k);
             if (Grad) {
-                const V inv = one / (e + 1);
                 const V sig = x >= 0 ? inv : e * inv;
                 P::store(g + c, (weight * (log_weight * sig - pos * y)) * gs, k);
             }
