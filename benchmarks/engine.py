@@ -6,6 +6,11 @@ torch during one call beyond the inputs (from the profiler's allocation events),
 Like the service, the process keeps freed memory for reuse (distill.native.allocator), which applies to
 both sides; ``--default-allocator`` measures with glibc's defaults instead.
 
+On CPU with the compiled kernels, ``floor ms`` is the time of the transcendental functions each loss's
+kernel evaluates per element (:data:`TRANSCENDENTALS`), measured with the kernels' own vector exp and
+log over a buffer of the same shape (each a full pass: read, compute, write); ``/floor`` is the engine's
+time against it. The engine also validates the inputs (one more pass) and forms the gradient.
+
     python benchmarks/engine.py [--device cpu|cuda] [--repeats 30] [--shapes 64x32000,8x1000] [--losses jsd,tvd]
 """
 
@@ -22,9 +27,40 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import distill
+from distill import native
 from distill.native.allocator import keep_freed_memory
 
 Case = tuple[str, Callable[[], object], Callable[[], object]]
+
+#: (exponentials, logarithms) per element in each loss's compiled kernel, teacher given as logits
+#: (distill/native/csrc/kernels_impl.h): a softmax costs one exponential per element and side, a
+#: sigmoid one, BCE's log1p one logarithm, a divergence's mixture log m one of each, the skew
+#: divergences' gradient weight one more exponential.
+TRANSCENDENTALS: dict[str, tuple[int, int]] = {
+    "kl_div": (2, 0),
+    "ce_hard": (1, 0),
+    "ce_soft": (2, 0),
+    "bce": (2, 1),
+    "jsd": (3, 1),
+    "reverse_kl": (2, 0),
+    "skew_kl": (4, 1),
+    "skew_reverse_kl": (4, 1),
+    "tvd": (2, 0),
+}
+
+
+def transcendental_passes(rows: int, classes: int) -> list[Callable[[], object]] | None:
+    """One exp pass and one log pass over (rows, classes) float32 with the kernels' code (None without them)."""
+    if not native.kernels.enabled():
+        return None
+    generator = torch.Generator().manual_seed(1)
+    negative = -10 * torch.rand(rows, classes, generator=generator)
+    positive = torch.rand(rows, classes, generator=generator) + 0.1
+    out = torch.empty(rows, classes)
+    return [
+        lambda: native.kernels.transcendental("exp", negative, out),
+        lambda: native.kernels.transcendental("log", positive, out),
+    ]
 
 
 def cases(rows: int, classes: int, device: torch.device) -> list[Case]:
@@ -107,25 +143,24 @@ def divergence_cases(
     return [(name, engine(name), autograd(reference)) for name, reference in references.items()]
 
 
-def paired_seconds(
-    engine: Callable[[], object], reference: Callable[[], object], repeats: int, device: torch.device
-) -> tuple[float, float]:
-    """Median wall time of one call of each, alternating the two so that drift on a shared machine
-    (other tenants, torch's spinning worker threads) hits both sides alike; CUDA is synchronised."""
-    samples: dict[Callable[[], object], list[float]] = {engine: [], reference: []}
+def paired_seconds(functions: list[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Median wall time of one call of each, taking them in turn so that drift on a shared machine
+    (other tenants, torch's spinning worker threads) and the caches each leaves behind hit all
+    alike; CUDA is synchronised."""
+    samples: list[list[float]] = [[] for _ in functions]
     for _ in range(3):
-        engine()
-        reference()
+        for fn in functions:
+            fn()
     for _ in range(repeats):
-        for fn in (engine, reference):
+        for index, fn in enumerate(functions):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            samples[fn].append(time.perf_counter() - start)
-    return statistics.median(samples[engine]), statistics.median(samples[reference])
+            samples[index].append(time.perf_counter() - start)
+    return [statistics.median(timings) for timings in samples]
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
@@ -160,19 +195,26 @@ def main() -> None:
         keep_freed_memory()
     device = torch.device(args.device)
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    header = ("loss", "shape", "engine ms", "autograd ms", "ratio", "engine MiB", "autograd MiB", "input MiB")
-    print("{:15} {:>13} {:>10} {:>12} {:>6} {:>11} {:>13} {:>10}".format(*header))
+    header = ("loss", "shape", "engine ms", "autograd ms", "ratio", "floor ms", "/floor", "engine MiB", "autograd MiB", "input MiB")
+    print("{:15} {:>13} {:>10} {:>12} {:>6} {:>9} {:>7} {:>11} {:>13} {:>10}".format(*header))
     for rows, classes in shapes:
+        passes = transcendental_passes(rows, classes) if device.type == "cpu" else None
         for name, engine, reference in cases(rows, classes, device):
             if wanted and name not in wanted:
                 continue
-            engine_s, reference_s = paired_seconds(engine, reference, args.repeats, device)
+            engine_s, reference_s, *pass_s = paired_seconds([engine, reference, *(passes or [])], args.repeats, device)
             engine_mb = peak_bytes(engine, device) / 2**20
             reference_mb = peak_bytes(reference, device) / 2**20
             input_mb = rows * classes * 4 / 2**20
+            if pass_s:
+                exps, logs = TRANSCENDENTALS[name]
+                floor_s = exps * pass_s[0] + logs * pass_s[1]
+                floor = f"{floor_s * 1e3:9.3f} {engine_s / floor_s:7.2f}"
+            else:
+                floor = f"{'-':>9} {'-':>7}"
             print(
                 f"{name:15} {f'({rows}, {classes})':>13} {engine_s * 1e3:10.3f} {reference_s * 1e3:12.3f} "
-                f"{engine_s / reference_s:6.2f} {engine_mb:11.1f} {reference_mb:13.1f} {input_mb:10.1f}"
+                f"{engine_s / reference_s:6.2f} {floor} {engine_mb:11.1f} {reference_mb:13.1f} {input_mb:10.1f}"
             )
 
 

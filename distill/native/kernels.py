@@ -179,6 +179,8 @@ def _load() -> ctypes.CDLL | None:
         function.argtypes = (ctypes.POINTER(args), ctypes.c_int)
         function.restype = ctypes.c_int
     library.distill_isa.restype = ctypes.c_int
+    library.distill_probe.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int)
+    library.distill_probe.restype = ctypes.c_int
     return library
 
 
@@ -224,6 +226,15 @@ def _scale(scale: float | Tensor) -> GradScale:
 
 def _threads() -> int:
     return max(1, torch.get_num_threads())
+
+
+def transcendental(name: str, values: Tensor, out: Tensor) -> None:
+    """``out = exp(values)`` (``name="exp"``, values <= 0) or ``log(values)`` (values > 0) with the losses'
+    own vector code, for measuring its throughput (benchmarks/engine.py --floors). Float32, contiguous,
+    (rows, C), on CPU; the library must be loaded."""
+    assert _LIBRARY is not None and values.dtype == out.dtype == torch.float32 and values.is_contiguous() and out.is_contiguous()
+    rows, classes = values.shape
+    _LIBRARY.distill_probe(0 if name == "exp" else 1, values.data_ptr(), out.data_ptr(), rows, classes, _threads())
 
 
 def row_extrema(values: Tensor) -> tuple[Tensor, Tensor]:

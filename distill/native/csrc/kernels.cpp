@@ -243,6 +243,14 @@ __attribute__((visibility("default"))) int distill_divergence(const DivergenceAr
     });
 }
 
+// Benchmarks only: e^x (op 0) or log x (op 1) of a (rows, classes) float32 buffer (see probe).
+__attribute__((visibility("default"))) int distill_probe(int op, const float* in, float* out, int64_t rows, int64_t classes, int threads) {
+    const bool fast = use_avx2();
+    return parallel_rows(rows, classes, threads, [=](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(fast, probe, op, in, out, classes, begin, end);
+    });
+}
+
 __attribute__((visibility("default"))) int distill_isa() { return use_avx2() ? 2 : 0; }
 
 // sizeof the named argument struct, or -1 for a name this library does not know.

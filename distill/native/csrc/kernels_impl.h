@@ -164,6 +164,21 @@ static void extrema_rows(const ExtremaArgs& a, int64_t begin, int64_t end) {
     }
 }
 
+// Throughput probe for benchmarks/engine.py --floors: out = e^in (op 0, for in <= 0) or log(in)
+// (op 1, for in > 0) over rows [begin, end) of (rows, classes) float32, with the vector code the
+// losses use, so a loss's time can be set against the transcendentals it computes.
+static void probe(int op, const float* in, float* out, int64_t classes, int64_t begin, int64_t end) {
+    typedef Pack<float> P;
+    typedef P::V V;
+    for (int64_t i = begin; i < end; ++i) {
+        for (int64_t c = 0; c < classes; c += P::width) {
+            const int64_t k = classes - c < P::width ? classes - c : P::width;
+            const V v = P::load(in + i * classes + c, k, 1);
+            P::store(out + i * classes + c, op == 0 ? P::exp(v) : P::log(v), k);
+        }
+    }
+}
+
 static void extrema(const ExtremaArgs& a, int64_t begin, int64_t end) {
     if (a.dtype == kFloat64) extrema_rows<double>(a, begin, end);
     else extrema_rows<float>(a, begin, end);
