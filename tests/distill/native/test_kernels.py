@@ -107,3 +107,15 @@ def test_infinite_row_falls_back_to_the_precise_error() -> None:
         distill.kl_div(student, teacher_probs=teacher)
     assert caught.value.argument == "student_logits"
     assert caught.value.index == (0, 1)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+def test_the_throughput_probe_computes_the_kernels_exp_and_log():
+    generator = torch.Generator().manual_seed(0)
+    negative = -20 * torch.rand(3, 1001, generator=generator)
+    positive = 10 * torch.rand(3, 1001, generator=generator) + 1e-30
+    out = torch.empty(3, 1001)
+    kernels.transcendental("exp", negative, out)
+    torch.testing.assert_close(out, torch.exp(negative), rtol=4e-7, atol=0)
+    kernels.transcendental("log", positive, out)
+    torch.testing.assert_close(out, torch.log(positive), rtol=0, atol=4e-7)
