@@ -237,20 +237,19 @@ def transcendental(name: str, values: Tensor, out: Tensor) -> None:
     _LIBRARY.distill_probe(0 if name == "exp" else 1, values.data_ptr(), out.data_ptr(), rows, classes, _threads())
 
 
-def row_extrema(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row maximum and minimum of a supported (rows, C) tensor, NaN where a row holds a NaN.
+def row_extrema(values: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Per-row maximum and minimum of a supported (rows, C) tensor, NaN where a row holds a NaN, and
+    whether all of them are finite.
 
     The same values as ``amax``/``amin`` over the last dimension, in one pass on this library's
-    threads (see :func:`supports`).
+    threads (see :func:`supports`); the finiteness answer saves the caller inspecting them.
     """
     rows, classes = values.shape
-    high = torch.empty(rows, dtype=values.dtype)
-    low = torch.empty(rows, dtype=values.dtype)
+    both = torch.empty(2, rows, dtype=values.dtype)
+    high, low = both[0], both[1]
     args = ExtremaArgs(_DTYPES[values.dtype], rows, classes, values.data_ptr(), high.data_ptr(), low.data_ptr())
     assert _LIBRARY is not None
-    if _LIBRARY.distill_extrema(ctypes.byref(args), _threads()) != 0:
-        return values.amax(dim=-1), values.amin(dim=-1)
-    return high, low
+    return high, low, _LIBRARY.distill_extrema(ctypes.byref(args), _threads()) == 0
 
 
 def ce_hard(

@@ -18,11 +18,12 @@ from distill.native import kernels as native
 from distill.rows.layout import Rows, compute_dtype, unravel
 
 
-def _extrema(flat: Tensor) -> tuple[Tensor, Tensor]:
-    """Row maxima and minima, NaN for rows holding a NaN (one native pass where supported)."""
+def _extrema(flat: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Row maxima and minima, NaN for rows holding a NaN (one native pass where supported), and
+    True when they are known to be all finite (False: unknown, or some are not)."""
     if native.supports(flat):
         return native.row_extrema(flat)
-    return flat.amax(dim=-1), flat.amin(dim=-1)
+    return flat.amax(dim=-1), flat.amin(dim=-1), False
 
 
 def _all_finite(per_row: Tensor) -> bool:
@@ -53,7 +54,9 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
     kernels' concern: it shows up there as an infinite row loss). Returns the row maxima of all
     rows, shape (n_rows,), which softmax kernels reuse.
     """
-    row_max, row_min = _extrema(flat)
+    row_max, row_min, finite = _extrema(flat)
+    if finite:
+        return row_max
     high = _kept(rows, row_max)
     if _all_finite(high) and (allow_neg_inf or _all_finite(_kept(rows, row_min))):
         return row_max
@@ -74,7 +77,7 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
 
 def check_probs(flat: Tensor, name: str, rows: Rows) -> None:
     """Probabilities must lie in [0, 1] (NaN fails the comparison and is reported too)."""
-    high, low = (_kept(rows, extreme) for extreme in _extrema(flat))
+    high, low = (_kept(rows, extreme) for extreme in _extrema(flat)[:2])
     if not bool(((low >= 0) & (high <= 1)).all()):
         _raise_first(name, "must be a probability in [0, 1]", rows, ~((flat >= 0) & (flat <= 1)))
 

@@ -52,5 +52,5 @@ def finish(
         shape = rows.lead_shape if per_row else tuple(rows.shape)
         return LossResult(out.elements.reshape(shape), grad, loss_sum, 1.0, reduction)
     value = loss_sum / normalizer if normalizer > 0 else 0.0
-    loss = torch.tensor(value, dtype=out.row_loss.dtype, device=out.row_loss.device)
+    loss = torch.scalar_tensor(value, dtype=out.row_loss.dtype, device=out.row_loss.device)
     return LossResult(loss, grad, loss_sum, normalizer, reduction)

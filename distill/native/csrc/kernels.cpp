@@ -203,12 +203,21 @@ void* thread_scratch(void* scratch, int thread, int64_t per_thread, int dtype) {
 
 extern "C" {
 
+// Returns 0 when every row's maximum and minimum are finite (no NaN or infinity anywhere), else 1:
+// the common case then needs no further look at the extrema.
 __attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* args, int threads) {
     const ExtremaArgs& a = *args;
     const bool fast = use_avx2();
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
+    parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
         DISTILL_DISPATCH(fast, extrema, a, begin, end);
     });
+    for (int64_t i = 0; i < a.rows; ++i) {
+        const bool finite = a.dtype == kFloat64
+            ? std::isfinite(static_cast<const double*>(a.max)[i]) && std::isfinite(static_cast<const double*>(a.min)[i])
+            : std::isfinite(static_cast<const float*>(a.max)[i]) && std::isfinite(static_cast<const float*>(a.min)[i]);
+        if (!finite) return 1;
+    }
+    return 0;
 }
 
 __attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args, int threads) {

@@ -49,9 +49,13 @@ def test_row_extrema_match_amax_and_amin(dtype: torch.dtype, classes: int) -> No
     values[1, -1] = math.inf
     values[2, 0] = -math.inf
     values[3, classes // 2] = math.nan
-    high, low = kernels.row_extrema(values)
+    assert kernels.row_extrema(values[4:])[2]  # a finite row
+    high, low, finite = kernels.row_extrema(values)
     torch.testing.assert_close(high, values.amax(dim=-1), equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(low, values.amin(dim=-1), equal_nan=True, rtol=0, atol=0)
+    assert not finite
+    for row in (1, 2, 3):
+        assert not kernels.row_extrema(values[row : row + 1].contiguous())[2]
 
 
 @needs_kernels
