@@ -35,6 +35,10 @@
 #include <system_error>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace {
 
 constexpr int kMaxDims = 32;
@@ -85,9 +89,23 @@ inline uint64_t load8(const char* p) {
     return value;
 }
 
-// Past the leading run of plain characters, 8 bytes at a time (SWAR tests for a byte below 0x20,
-// above 0x7e, '"' or '\\'); it stops at the 8-byte word holding the first other byte.
+// Past the leading run of plain characters: 16 bytes at a time with SSE2 compares (every x86-64
+// has them), then 8 at a time (SWAR tests for a byte below 0x20, above 0x7e, '"' or '\\'); it
+// stops at the 8-byte word holding the first other byte. A base64 payload is almost all of a
+// body's bytes: the SSE2 loop scans it several times faster than the SWAR one.
 inline const char* skip_plain(const char* p, const char* end) {
+#if defined(__SSE2__)
+    const __m128i below = _mm_set1_epi8(0x20 - 1), above = _mm_set1_epi8(0x7f);
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    while (end - p >= 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        // Signed compares: bytes from 0x80 are negative, so "above 0x1f" already excludes them.
+        const __m128i printable = _mm_and_si128(_mm_cmpgt_epi8(v, below), _mm_cmplt_epi8(v, above));
+        const __m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+        if (_mm_movemask_epi8(_mm_andnot_si128(special, printable)) != 0xFFFF) break;
+        p += 16;
+    }
+#endif
     constexpr uint64_t ones = 0x0101010101010101;
     constexpr uint64_t highs = 0x8080808080808080;
     while (end - p >= 8) {

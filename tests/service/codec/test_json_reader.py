@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from distill import native
 from service.codec import json_reader
 from service.codec.body import parse_json_object
-from service.codec.json_reader import InexactInteger, NumberArray, PlainString
+from service.codec.json_reader import MIN_STRING, InexactInteger, NumberArray, PlainString
 from service.errors import Refused
 from service.http.problems import problem_for
 
@@ -313,3 +313,13 @@ def test_float32_copies_round_like_a_cast(values: list[float]) -> None:
     assert singles.dtype == np.float32
     with np.errstate(over="ignore"):  # beyond float32, both give infinity
         assert np.array_equal(singles, array.floats().astype(np.float32))
+
+
+@pytest.mark.parametrize("special", [b'\\"', b"\\\\", b"\\/", b"\x01", b"\x7f", "é".encode(), b"\xff"])
+def test_a_long_string_reads_the_same_whatever_byte_breaks_its_plain_run(special):
+    """The scanner takes plain runs 16 bytes at a time: put the first other byte at every offset of a block."""
+    for offset in range(40):
+        data = b"A" * offset + special + b"B" * (MIN_STRING + 40 - offset)
+        text = b'{"x": {"dtype": "uint8", "shape": [1], "data": "' + data + b'"}}'
+        compiled, general = parse_both(text)
+        assert compiled == general, (special, offset)
