@@ -181,8 +181,16 @@ MAX_KEYS = 256
 MAX_OBJECT_DEPTH = 32
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _convert(value: Any, extracted: dict[str, Any], path: tuple[str | int, ...]) -> Any:
     """Objects to dicts (and lists of objects to lists) down to the tensors, which stay as parsed."""
+    kind = type(value)
+    if kind is str:
+        return extracted.get(value, value)
+    if kind in _SCALARS:
+        return value
     if len(path) > MAX_OBJECT_DEPTH and isinstance(value, simdjson.Object | simdjson.Array | dict | list):
         raise MalformedBody(f"objects are nested deeper than {MAX_OBJECT_DEPTH} levels")
     if isinstance(value, simdjson.Object):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,13 +88,17 @@ class InexactInteger(ValueError):
 class _Document:
     """The library's store of one body's parsed numbers, freed with this object."""
 
+    __slots__ = ("handle",)
+
     def __init__(self, handle: int) -> None:
         self.handle = handle
-        assert _LIBRARY is not None
-        weakref.finalize(self, _LIBRARY.distill_json_free, handle)
+
+    def __del__(self) -> None:  # cheaper per request than weakref.finalize; the library outlives every document
+        if _LIBRARY is not None:
+            _LIBRARY.distill_json_free(self.handle)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NumberArray:
     """An extracted array of JSON numbers, already parsed: its shape, and its values on request."""
 
@@ -124,7 +127,7 @@ class NumberArray:
         return f"<array of {self.span.count} numbers, shape {list(self.shape)}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlainString:
     """An extracted string of printable ASCII without escapes (a base64 payload), unread."""
 
