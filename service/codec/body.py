@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import simdjson
 from starlette.requests import ClientDisconnect, Request
@@ -30,6 +30,9 @@ from service.errors import (
     TooManyKeys,
     UnsupportedMediaType,
 )
+
+
+T = TypeVar("T")
 
 
 def too_large(limit: int) -> BodyTooLarge:
@@ -80,11 +83,23 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
         return body
 
     try:
-        return await asyncio.wait_for(chunks(), timeout)  # one timer for the whole body, not one per chunk
+        return await _within(chunks(), timeout)  # one timer for the whole body, not one per chunk
     except asyncio.TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
         raise ClientDisconnected("the client disconnected before sending its whole body") from None
+
+
+async def _within(awaitable: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``awaitable`` or :class:`asyncio.TimeoutError` after ``seconds``.
+
+    ``asyncio.timeout`` (3.11+) keeps the read in the request's own task; ``wait_for`` before 3.12
+    wraps it in a new one, a round trip through the event loop on every request.
+    """
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def check_media_type(content_type: str | None, content_encoding: str | None) -> None:

@@ -54,6 +54,7 @@ class Pipeline:
         if codec is None or batcher is None:
             raise NotReady("the service is not running")
         with batcher.incoming():
+            await asyncio.sleep(0)  # let requests already accepted announce themselves before this one is decoded
             received = await body
             inline = len(received) <= INLINE_BODY_BYTES
             call, work = self.prepare(route, received) if inline else await codec.run(DECODE, self.prepare, route, received)

@@ -120,6 +120,7 @@ def test_metrics_count_requests_by_route_and_status(client):
     text = client.get("/metrics").text
     assert 'distill_requests_total{method="POST",route="/v1/kl_div",status="200"}' in text
     assert 'distill_requests_total{method="POST",route="/v1/kl_div",status="422"}' in text
+    assert text.count('distill_requests_total{method="POST",route="/v1/kl_div",status="200"} 1.0') == 1
     for name in (
         "distill_request_seconds_bucket",
         "distill_queue_wait_seconds_bucket",
@@ -128,3 +129,10 @@ def test_metrics_count_requests_by_route_and_status(client):
         'distill_device_info{device="cpu"}',
     ):
         assert name in text
+
+
+def test_methods_outside_the_standard_ones_do_not_add_series(client):
+    for method in ("FOO", "BAR1", "X" * 50):
+        client.request(method, "/v1/kl_div")
+    text = client.get("/metrics").text
+    assert 'method="OTHER"' in text and "FOO" not in text and "BAR1" not in text
