@@ -31,7 +31,6 @@ from service.errors import (
     UnsupportedMediaType,
 )
 
-
 T = TypeVar("T")
 
 
