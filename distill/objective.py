@@ -19,6 +19,7 @@ from torch import Tensor
 from distill.errors import InputError
 from distill.registry import COMMON, LOSSES
 from distill.result import LossResult
+from distill.rows.layout import real_number
 
 #: Largest |coefficient| of a term: a weighted float32 loss and gradient stay far from overflow.
 MAX_COEFFICIENT = 1e6
@@ -123,7 +124,8 @@ def _check_term(term: Term, index: int) -> None:
     where = f"terms.{index}"
     if term.loss not in LOSSES:
         raise InputError(f"{where}.loss", f"must be one of {', '.join(LOSSES)}; got {term.loss!r}")
-    if not abs(term.coefficient) <= MAX_COEFFICIENT:
+    coefficient = real_number(f"{where}.coefficient", term.coefficient)
+    if not abs(coefficient) <= MAX_COEFFICIENT:
         raise InputError(f"{where}.coefficient", f"must be in [-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}], got {term.coefficient}")
     spec = LOSSES[term.loss]
     for reserved in (*(student.name for student in spec.students), *COMMON):

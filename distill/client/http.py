@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import orjson
+import torch
 from torch import Tensor
 
 from distill.client.errors import ServiceError
@@ -60,7 +61,8 @@ class _Calls:
         """``POST /v1/<name>`` for the registered loss ``name`` with that loss's engine arguments.
 
         Returns a :class:`~distill.result.LossResult` (awaitable when async). The same call is
-        available as ``client.<name>(...)``, with the engine function's signature.
+        available as ``client.<name>(...)``, with the engine function's signature. Tensor arguments
+        may also be anything ``torch.as_tensor`` reads (nested lists, NumPy arrays).
 
         Raises:
             ValueError: ``name`` is not a registered loss, or no student input is given.
@@ -70,6 +72,10 @@ class _Calls:
             raise ValueError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}")
         spec = LOSSES[name]
         arguments = spec.signature.bind(*args, **kwargs).arguments
+        for tensor_name in (*(tensor.name for tensor in spec.inputs), "mask"):
+            value = arguments.get(tensor_name)
+            if value is not None and not isinstance(value, Tensor):
+                arguments[tensor_name] = torch.as_tensor(value)
         student = next((arguments[tensor.name] for tensor in spec.students if arguments.get(tensor.name) is not None), None)
         if student is None:
             raise ValueError(f"give {' or '.join(tensor.name for tensor in spec.students)}")
@@ -105,6 +111,8 @@ class _Calls:
         term_grads: bool = False,
     ) -> Any:
         """``POST /v1/distill``; returns a :class:`~distill.objective.DistillResult` (awaitable when async)."""
+        student_logits = student_logits if isinstance(student_logits, Tensor) else torch.as_tensor(student_logits)
+        mask = mask if mask is None or isinstance(mask, Tensor) else torch.as_tensor(mask)
         body = request_body(
             {"student_logits": student_logits, "mask": mask}, {"compute_grad": compute_grad, "term_grads": term_grads}, self.encoding
         )

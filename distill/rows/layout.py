@@ -12,6 +12,7 @@ over a chunk hit cache rather than main memory.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -142,9 +143,17 @@ def check_same_shape(tensor: Tensor, name: str, rows: Rows) -> None:
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
 
 
+def real_number(name: str, value: object) -> float:
+    """An option that must be a real number: a string or a boolean is refused, as the service refuses
+    them (``"2"`` is not 2, ``True`` is not 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(name, f"must be a number, got {type(value).__name__}")
+    return float(value)
+
+
 def check_temperature(temperature: float) -> float:
     """T must be a number in [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
-    value = float(temperature)
+    value = real_number("temperature", temperature)
     if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
         raise InputError("temperature", f"must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature}")
     return value
@@ -152,7 +161,7 @@ def check_temperature(temperature: float) -> float:
 
 def check_fraction(name: str, value: float) -> float:
     """A weight between two things (label smoothing ε, JSD's β, skew α) must be a number in [0, 1]."""
-    number = float(value)
+    number = real_number(name, value)
     if not 0.0 <= number <= 1.0:
         raise InputError(name, f"must be in [0, 1], got {value}")
     return number

@@ -160,7 +160,10 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> Pr
     items = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error.errors()
     errors: list[dict[str, Any]] = []
     for item in items[:MAX_ERRORS]:
-        entry: dict[str, Any] = {"field": _cut(_path(item["loc"])), "message": _cut(item["msg"])}
+        field, message = _path(item["loc"]), item["msg"]
+        if item["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a term's "loss" missing or unknown: name the key
+            field, message = f"{field}.loss", f"{'Field required' if item['type'] == 'union_tag_not_found' else 'Unknown loss'}: {_TAGS}"
+        entry: dict[str, Any] = {"field": _cut(field), "message": _cut(message)}
         entry["type"] = item["type"]
         index = (item.get("ctx") or {}).get("index")
         if index is not None:
@@ -170,6 +173,9 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> Pr
     detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     index = tuple(first["index"]) if "index" in first else None
     return ProblemDetails(_VALIDATION, detail, field=first["field"] or None, index=index, errors=errors)
+
+
+_TAGS = f"the loss of a term is one of {', '.join(LOSSES)}"
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import distill as engine
 from distill import InputError, Term, distill, hinton
 from tests.distill import inputs
 from tests.tolerances import assert_close
@@ -63,3 +64,22 @@ def test_reduction_none_rejected_in_combined_objective():
 def test_empty_terms_rejected():
     with pytest.raises(InputError):
         distill(torch.randn(2, 3), [])
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s, t: engine.kl_div(s, teacher_logits=t, temperature="2"), "temperature"),
+        (lambda s, t: engine.kl_div(s, teacher_logits=t, temperature=True), "temperature"),
+        (lambda s, t: engine.cross_entropy(s, teacher_logits=t, label_smoothing="0.1"), "label_smoothing"),
+        (lambda s, t: engine.jsd(s, teacher_logits=t, beta=False), "beta"),
+        (lambda s, t: engine.distill(s, [engine.Term.kl_div("1", teacher_logits=t)]), "terms.0.coefficient"),
+    ],
+    ids=["string temperature", "boolean temperature", "string smoothing", "boolean beta", "string coefficient"],
+)
+def test_options_are_numbers_in_the_engine_too(call, field):
+    """As strict as the service: a string or a boolean is not a number."""
+    student, teacher = torch.randn(2, 3), torch.randn(2, 3)
+    with pytest.raises(InputError) as error:
+        call(student, teacher)
+    assert error.value.argument == field

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -116,3 +117,20 @@ def test_async_client(server):
     for result, temperature in zip(asyncio.run(run()), (1.0, 2.0, 4.0), strict=True):
         expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=temperature)
         assert_close(result.grad, expected.grad, torch.float32)
+
+
+def test_lists_and_arrays_are_sent_as_tensors():
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        if request.url.path == "/v1/distill":
+            return httpx.Response(200, json={"loss": 0.5, "grad": [[0.0, 0.0]], "terms": []})
+        return httpx.Response(200, json={**ANSWER, "grad": [[0.0, 0.0]]})
+
+    with DistillClient("http://service", transport=httpx.MockTransport(handler)) as client:
+        result = client.kl_div([[1.0, 2.0]], teacher_logits=TEACHER[:1, :2].numpy(), mask=[True])
+        assert result.grad is not None and result.grad.dtype == torch.float32 and result.grad.shape == (1, 2)
+        client.distill([[1.0, 2.0]], [distill.Term.kl_div(teacher_logits=TEACHER[:1, :2])], mask=[True])
+    assert seen[0]["student_logits"]["dtype"] == "float32" and seen[0]["mask"]["dtype"] == "bool"
+    assert seen[1]["student_logits"]["shape"] == [1, 2]

@@ -103,7 +103,8 @@ CASES = [
         422,
         "terms.0.reduction",
     ),
-    ("unknown term loss", "distill", {"student_logits": S, "terms": [{"loss": "mse", "teacher_logits": T}]}, 422, "terms.0"),
+    ("unknown term loss", "distill", {"student_logits": S, "terms": [{"loss": "mse", "teacher_logits": T}]}, 422, "terms.0.loss"),
+    ("term without loss", "distill", {"student_logits": S, "terms": [{"teacher_logits": T}]}, 422, "terms.0.loss"),
     ("bad term label", "distill", {"student_logits": S, "terms": [{"loss": "cross_entropy", "labels": [0, 9]}]}, 422, "terms.0.labels"),
     ("no terms", "distill", {"student_logits": S, "terms": []}, 422, "terms"),
 ]
