@@ -9,8 +9,9 @@ with priority over decoding new requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from concurrent.futures import Future
+from typing import Any
 
 from distill import DistillResult, LossResult, Work
 from service.codec.body import parse_json_object
@@ -34,7 +35,7 @@ class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, route: str, body: Awaitable[bytearray]) -> list[bytes]:
+    async def handle(self, route: str, body: Coroutine[Any, Any, bytearray]) -> list[bytes]:
         """The whole pipeline for one request of ``route``, from its body on its way (``read_body(…)``).
 
         The request counts as work on its way to the batcher (:meth:`distill.Batcher.incoming`) from
@@ -52,6 +53,7 @@ class Pipeline:
         """
         codec, batcher = self.runtime.codec, self.runtime.batcher
         if codec is None or batcher is None:
+            body.close()
             raise NotReady("the service is not running")
         with batcher.incoming():
             await asyncio.sleep(0)  # let requests already accepted announce themselves before this one is decoded
