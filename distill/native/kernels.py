@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -252,6 +253,20 @@ def row_extrema(values: Tensor) -> tuple[Tensor, Tensor, bool]:
     return high, low, _LIBRARY.distill_extrema(ctypes.byref(args), _threads()) == 0
 
 
+def _row_fields(student: Tensor, kept: Tensor | None, scale: float | Tensor, grad: Tensor | None, row_loss: Tensor) -> dict[str, Any]:
+    """The fields every loss's argument struct shares: dtype, layout, student, scale and outputs."""
+    return {
+        "dtype": _DTYPES[student.dtype],
+        "rows": row_loss.numel(),
+        "classes": student.shape[1],
+        "kept": _pointer(kept),
+        "student": student.data_ptr(),
+        "scale": _scale(scale),
+        "grad": _pointer(grad),
+        "row_loss": row_loss.data_ptr(),
+    }
+
+
 def ce_hard(
     student: Tensor,
     kept: Tensor | None,
@@ -271,20 +286,13 @@ def ce_hard(
     """
     n_classes = student.shape[1]
     args = HardArgs(
-        dtype=_DTYPES[student.dtype],
-        rows=row_loss.numel(),
-        classes=n_classes,
-        kept=_pointer(kept),
-        student=student.data_ptr(),
+        **_row_fields(student, kept, scale, grad, row_loss),
         row_max=_pointer(row_max),
         labels=labels.data_ptr(),
         ignore_index=ignore_index,
         weight=_pointer(weight),
         weight_sum=float(n_classes) if weight is None else float(weight.sum()),
         epsilon=epsilon,
-        scale=_scale(scale),
-        grad=_pointer(grad),
-        row_loss=row_loss.data_ptr(),
     )
     assert _LIBRARY is not None
     return _LIBRARY.distill_ce_hard(ctypes.byref(args), _threads()) == 0
@@ -310,11 +318,7 @@ def soft(
     n_classes = student.shape[1]
     scratch = torch.empty(threads * n_classes if grad is not None else 0, dtype=student.dtype)
     args = SoftArgs(
-        dtype=_DTYPES[student.dtype],
-        rows=row_loss.numel(),
-        classes=n_classes,
-        kept=_pointer(kept),
-        student=student.data_ptr(),
+        **_row_fields(student, kept, scale, grad, row_loss),
         teacher=teacher.data_ptr(),
         row_max=_pointer(row_max),
         teacher_kind=TEACHER_KINDS[kind],
@@ -324,9 +328,6 @@ def soft(
         weight=_pointer(weight),
         weight_sum=float(n_classes) if weight is None else float(weight.sum()),
         epsilon=epsilon,
-        scale=_scale(scale),
-        grad=_pointer(grad),
-        row_loss=row_loss.data_ptr(),
         scratch=scratch.data_ptr(),
     )
     assert _LIBRARY is not None
@@ -348,11 +349,7 @@ def bce(
 ) -> bool:
     """BCE with logits of the kept rows. ``weight``/``pos_weight`` are (rows, C) with row stride 0 or C."""
     args = BceArgs(
-        dtype=_DTYPES[student.dtype],
-        rows=row_loss.numel(),
-        classes=student.shape[1],
-        kept=_pointer(kept),
-        student=student.data_ptr(),
+        **_row_fields(student, kept, scale, grad, row_loss),
         teacher=teacher.data_ptr(),
         teacher_kind=TEACHER_KINDS[kind],
         inv_t=1.0 / temperature,
@@ -361,9 +358,6 @@ def bce(
         weight_row_stride=0 if weight is None else weight.stride(0),
         pos_weight=_pointer(pos_weight),
         pos_weight_row_stride=0 if pos_weight is None else pos_weight.stride(0),
-        scale=_scale(scale),
-        grad=_pointer(grad),
-        row_loss=row_loss.data_ptr(),
     )
     assert _LIBRARY is not None
     return _LIBRARY.distill_bce(ctypes.byref(args), _threads()) == 0
@@ -388,11 +382,7 @@ def divergence(
     n_classes = student.shape[1]
     scratch = torch.empty(2 * threads * n_classes, dtype=student.dtype)
     args = DivergenceArgs(
-        dtype=_DTYPES[student.dtype],
-        rows=row_loss.numel(),
-        classes=n_classes,
-        kept=_pointer(kept),
-        student=student.data_ptr(),
+        **_row_fields(student, kept, scale, grad, row_loss),
         teacher=teacher.data_ptr(),
         row_max=_pointer(row_max),
         teacher_kind=TEACHER_KINDS[kind],
@@ -400,9 +390,6 @@ def divergence(
         parameter=parameter,
         inv_t=1.0 / temperature,
         factor=factor,
-        scale=_scale(scale),
-        grad=_pointer(grad),
-        row_loss=row_loss.data_ptr(),
         scratch=scratch.data_ptr(),
     )
     assert _LIBRARY is not None

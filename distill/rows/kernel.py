@@ -58,7 +58,6 @@ class ChunkResult:
     row_loss: Tensor
     elements: Tensor | None
     grad: Tensor | None
-    loss_sum: float | None = None
 
 
 Kernel = Callable[[Chunk, bool, bool], ChunkResult]

@@ -18,8 +18,8 @@ from service.errors import Overloaded
 
 #: Peak server memory per body byte of one request, measured by ``benchmarks/memory_in_flight.py``
 #: for a 100 MiB KL request: 1.75 in base64 (the body, then its decoded tensors; the body is let go
-#: before the gradient is computed and the inputs before it is encoded), 2.1 in JSON (the body, the
-#: parsed numbers as float64, then the float32 tensors).
+#: before the gradient is computed and the inputs before it is encoded), 1.74 in JSON (the body until
+#: its numbers are parsed as float64, then those and the float32 tensors).
 MEMORY_PER_BODY_BYTE = 2.5
 #: Requests with bodies at least this large hand the heap's free memory back to the OS once answered
 #: (:func:`distill.native.allocator.release_free_memory`): the freed blocks of a 100 MiB request

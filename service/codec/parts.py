@@ -58,10 +58,11 @@ class PartsResponse(Response):
     media_type = "application/json"
 
     def __init__(self, parts: Sequence[bytes], status_code: int = 200, background: BackgroundTask | None = None) -> None:
+        size = sum(len(part) for part in parts)
         # A small body goes as one message: each message passes every middleware's send wrapper.
-        self.parts = [b"".join(parts)] if sum(len(part) for part in parts) <= JOIN_BELOW_BYTES else list(parts)
+        self.parts = [b"".join(parts)] if size <= JOIN_BELOW_BYTES else list(parts)
         super().__init__(b"", status_code=status_code, background=background)
-        self.headers["content-length"] = str(sum(len(part) for part in self.parts))
+        self.headers["content-length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -5,9 +5,9 @@ constant time. Both ways are declared as OpenAPI security schemes (:data:`SECURI
 /v1 operation as :data:`SECURITY`) so generated clients know how to send it.
 
 The check is one plain dependency reading the two headers itself. FastAPI's ``APIKeyHeader`` and
-``HTTPBearer`` dependencies would declare the schemes on their own, but resolving them cost 0.02 ms
-of every request (a tenth of a small request's time in the service), and they would run on every
-request even with no key configured.
+``HTTPBearer`` dependencies would declare the schemes on their own, but resolving the three
+dependencies cost 0.02 ms of every request (``GET /v1/info`` in process: 0.110 → 0.091 ms; about 5%
+of a small loss request), with or without a key configured.
 """
 
 from __future__ import annotations

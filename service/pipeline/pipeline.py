@@ -1,9 +1,9 @@
 """The request pipeline: body bytes → document → validated request → engine work → result → body parts.
 
-Decoding, validation and preparation (the engine's own checks) run on a codec thread (on the event
-loop for small bodies, see :data:`INLINE_BODY_BYTES`); only validated work is submitted to the
-batcher, so one bad request can never fail another; the answer is rendered on a codec thread again,
-with priority over decoding new requests.
+Decoding, validation and preparation (the engine's own checks) run on a codec thread, or on the
+event loop for small bodies (:data:`INLINE_BODY_BYTES`); only validated work is submitted to the
+batcher, so one bad request can never fail another; the answer is rendered where the request was
+decoded (on the codec threads with priority over decoding new requests).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Pipeline:
         return render(encoding, result) if inline else await codec.run(ENCODE, render, encoding, result)
 
     def prepare(self, route: str, body: bytearray) -> tuple[EngineCall, Work]:
-        """Decode, validate and prepare a body into engine work (blocking; on a codec thread).
+        """Decode, validate and prepare a body into engine work (blocking: on a codec thread or, small, the event loop).
 
         Raises:
             MalformedBody, NotAnObject: the body is not a JSON object.
