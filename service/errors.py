@@ -15,12 +15,14 @@ class Refused(Exception):
     Attributes:
         detail: what is wrong, phrased for the client.
         field: the dotted path of the request field at fault, when one is.
+        index: the offending element's position inside that field, when there is one.
     """
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, index: tuple[int, ...] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.index = index
 
 
 class BodyTooLarge(Refused):

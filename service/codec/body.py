@@ -177,7 +177,7 @@ def parse_json_object(body: bytes | bytearray) -> dict[str, Any]:
     except (ValueError, RuntimeError) as error:
         number = number_range.locate(body) if "NUMBER_ERROR" in str(error) or "BIGINT_ERROR" in str(error) else None
         if number is not None:
-            raise NumberOutOfRange(number.detail(), field=number.field) from None
+            raise NumberOutOfRange(number.detail(), field=number.field, index=number.index or None) from None
         raise MalformedBody(f"the body is not JSON that can be read: {error}") from None
     if not isinstance(document, simdjson.Object):
         raise NotAnObject("the request body must be a JSON object")

@@ -142,7 +142,7 @@ def problem_for(error: Exception) -> ProblemDetails:
     if isinstance(error, InputError):
         return ProblemDetails(mapped, str(error), field=error.argument, index=error.index)
     if isinstance(error, Refused):
-        return ProblemDetails(mapped, error.detail, field=error.field)
+        return ProblemDetails(mapped, error.detail, field=error.field, index=error.index)
     return ProblemDetails(mapped, str(error))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterator
 
@@ -257,6 +258,8 @@ def test_a_number_beyond_64_bits_and_float64_is_named(client, route, text, field
     problem = response.json()
     assert response.status_code == 422 and problem["type"].endswith("/number-out-of-range"), response.text
     assert problem["field"] == field and shown in problem["detail"]
+    if " at [" in shown:  # inside a tensor: the position is also the problem's index, as for other element-wise errors
+        assert problem["index"] == json.loads(shown.split(" at ", 1)[1])
 
 
 @pytest.mark.parametrize(
