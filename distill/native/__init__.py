@@ -13,7 +13,7 @@ from distill.native.loader import enabled, load_library, set_enabled, switched
 
 
 def kernels_in_use() -> str:
-    """The loss kernels in use: ``avx2`` or ``baseline`` (compiled), or ``torch`` (eager ops)."""
+    """The loss kernels in use: ``avx512``, ``avx2`` or ``baseline`` (compiled), or ``torch`` (eager ops)."""
     return kernels.instruction_set() if kernels.enabled() else "torch"
 
 

@@ -199,10 +199,12 @@ def enabled() -> bool:
 
 
 def instruction_set() -> str:
-    """Which build of the kernels runs on this CPU: ``avx2`` or ``baseline`` (``none`` if not built)."""
+    """Which build of the kernels runs on this CPU: ``avx512``, ``avx2`` or ``baseline`` (``none`` if
+    not built). The environment variable ``DISTILL_ISA`` (``avx2`` or ``baseline``), read when the
+    library loads, caps it."""
     if _LIBRARY is None:
         return "none"
-    return "avx2" if _LIBRARY.distill_isa() == 2 else "baseline"
+    return {3: "avx512", 2: "avx2"}.get(_LIBRARY.distill_isa(), "baseline")
 
 
 def supports(student: Tensor) -> bool:

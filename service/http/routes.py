@@ -79,7 +79,7 @@ class Info(BaseModel):
     version: str
     torch: str
     device: str
-    kernels: str = Field(description="CPU kernels in use: avx2 or baseline (compiled), or torch (eager ops)")
+    kernels: str = Field(description="CPU kernels in use: avx512, avx2 or baseline (compiled), or torch (eager ops)")
     json_reader: str = Field(description="How JSON bodies are read: compiled (tensors cut out by the C++ reader) or simdjson")
     dtypes: list[str]
     losses: list[str]

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include <omp.h>
@@ -136,29 +137,60 @@ struct DivergenceArgs {
 
 }  // extern "C"
 
+// Each instruction set's build: float32 packs of 16 lanes with AVX-512, of 8 otherwise.
 #if defined(__GNUC__) && defined(__x86_64__)
-#define DISTILL_HAVE_AVX2 1
+#define DISTILL_HAVE_X86_BUILDS 1
+#define DISTILL_FLOAT_LANES 16
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+namespace avx512 {
+#include "kernels_impl.h"
+}  // namespace avx512
+#pragma GCC pop_options
+#undef DISTILL_FLOAT_LANES
+
+#define DISTILL_FLOAT_LANES 8
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 #include "kernels_impl.h"
 }  // namespace avx2
 #pragma GCC pop_options
+#undef DISTILL_FLOAT_LANES
 #endif
 
+#define DISTILL_FLOAT_LANES 8
 namespace baseline {
 #include "kernels_impl.h"
 }  // namespace baseline
+#undef DISTILL_FLOAT_LANES
 
 namespace {
 
-bool use_avx2() {
-#ifdef DISTILL_HAVE_AVX2
-    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return supported;
+constexpr int kBaseline = 0;
+constexpr int kAvx2 = 2;
+constexpr int kAvx512 = 3;
+
+// The widest build this CPU runs; DISTILL_ISA=avx2 or baseline caps it (tests compare the builds).
+int detect_isa() {
+#ifdef DISTILL_HAVE_X86_BUILDS
+    int isa = kBaseline;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = kAvx2;
+    if (isa == kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512bw"))
+        isa = kAvx512;
+    const char* cap = std::getenv("DISTILL_ISA");
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && isa > kAvx2) isa = kAvx2;
+    if (cap != nullptr && std::strcmp(cap, "baseline") == 0) isa = kBaseline;
+    return isa;
 #else
-    return false;
+    return kBaseline;
 #endif
+}
+
+int isa() {
+    static const int level = detect_isa();
+    return level;
 }
 
 // Run fn(thread, begin, end) over [0, rows) on up to `threads` OpenMP threads (the caller's
@@ -194,11 +226,13 @@ void* thread_scratch(void* scratch, int thread, int64_t per_thread, int dtype) {
 
 }  // namespace
 
-// Calls the AVX2+FMA build of a kernel when `fast` (the CPU has it), else the baseline build.
-#ifdef DISTILL_HAVE_AVX2
-#define DISTILL_DISPATCH(fast, kernel, ...) ((fast) ? avx2::kernel(__VA_ARGS__) : baseline::kernel(__VA_ARGS__))
+// Calls the build of a kernel for instruction set `level` (see isa()).
+#ifdef DISTILL_HAVE_X86_BUILDS
+#define DISTILL_DISPATCH(level, kernel, ...)                                                                  \
+    ((level) == kAvx512 ? avx512::kernel(__VA_ARGS__)                                                          \
+                        : (level) == kAvx2 ? avx2::kernel(__VA_ARGS__) : baseline::kernel(__VA_ARGS__))
 #else
-#define DISTILL_DISPATCH(fast, kernel, ...) ((void)(fast), baseline::kernel(__VA_ARGS__))
+#define DISTILL_DISPATCH(level, kernel, ...) ((void)(level), baseline::kernel(__VA_ARGS__))
 #endif
 
 extern "C" {
@@ -207,9 +241,9 @@ extern "C" {
 // the common case then needs no further look at the extrema.
 __attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* args, int threads) {
     const ExtremaArgs& a = *args;
-    const bool fast = use_avx2();
-    parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, extrema, a, begin, end);
+    const int level = isa();
+    parallel_rows(a.rows, a.classes, threads, [&a, level](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, extrema, a, begin, end);
     });
     for (int64_t i = 0; i < a.rows; ++i) {
         const bool finite = a.dtype == kFloat64
@@ -222,45 +256,45 @@ __attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* ar
 
 __attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args, int threads) {
     const HardArgs& a = *args;
-    const bool fast = use_avx2();
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, ce_hard, a, begin, end);
+    const int level = isa();
+    return parallel_rows(a.rows, a.classes, threads, [&a, level](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, ce_hard, a, begin, end);
     });
 }
 
 __attribute__((visibility("default"))) int distill_soft(const SoftArgs* args, int threads) {
     const SoftArgs& a = *args;
-    const bool fast = use_avx2();
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int thread, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, soft, a, begin, end, thread_scratch(a.scratch, thread, a.classes, a.dtype));
+    const int level = isa();
+    return parallel_rows(a.rows, a.classes, threads, [&a, level](int thread, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, soft, a, begin, end, thread_scratch(a.scratch, thread, a.classes, a.dtype));
     });
 }
 
 __attribute__((visibility("default"))) int distill_bce(const BceArgs* args, int threads) {
     const BceArgs& a = *args;
-    const bool fast = use_avx2();
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, bce, a, begin, end);
+    const int level = isa();
+    return parallel_rows(a.rows, a.classes, threads, [&a, level](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, bce, a, begin, end);
     });
 }
 
 __attribute__((visibility("default"))) int distill_divergence(const DivergenceArgs* args, int threads) {
     const DivergenceArgs& a = *args;
-    const bool fast = use_avx2();
-    return parallel_rows(a.rows, a.classes, threads, [&a, fast](int thread, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, divergence, a, begin, end, thread_scratch(a.scratch, thread, 2 * a.classes, a.dtype));
+    const int level = isa();
+    return parallel_rows(a.rows, a.classes, threads, [&a, level](int thread, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, divergence, a, begin, end, thread_scratch(a.scratch, thread, 2 * a.classes, a.dtype));
     });
 }
 
 // Benchmarks only: e^x (op 0) or log x (op 1) of a (rows, classes) float32 buffer (see probe).
 __attribute__((visibility("default"))) int distill_probe(int op, const float* in, float* out, int64_t rows, int64_t classes, int threads) {
-    const bool fast = use_avx2();
+    const int level = isa();
     return parallel_rows(rows, classes, threads, [=](int, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(fast, probe, op, in, out, classes, begin, end);
+        DISTILL_DISPATCH(level, probe, op, in, out, classes, begin, end);
     });
 }
 
-__attribute__((visibility("default"))) int distill_isa() { return use_avx2() ? 2 : 0; }
+__attribute__((visibility("default"))) int distill_isa() { return isa(); }
 
 // sizeof the named argument struct, or -1 for a name this library does not know.
 __attribute__((visibility("default"))) int64_t distill_abi_size(const char* name) {

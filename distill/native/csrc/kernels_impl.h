@@ -1,9 +1,10 @@
 // Row kernels of the fused CPU path, written once and compiled once per instruction set.
 //
-// kernels.cpp includes this file inside a namespace, once with AVX2+FMA enabled and once for the
-// baseline target, and picks one at run time. The loops are written over packs (GCC vector
-// extensions) rather than left to the auto-vectoriser, which gives up on the reductions and selects
-// here: a float32 pack is 8 lanes (two SSE registers on the baseline build), a float64 pack is one
+// kernels.cpp includes this file inside a namespace once per instruction set (AVX-512, AVX2+FMA,
+// baseline) and picks one at run time. The loops are written over packs (GCC vector extensions)
+// rather than left to the auto-vectoriser, which gives up on the reductions and selects here: a
+// float32 pack is DISTILL_FLOAT_LANES lanes (16 in one AVX-512 register, 8 in one AVX2 register or
+// two SSE registers on the baseline build), a float64 pack is one
 // lane computed with libm. The float32 exp and log are Cephes' polynomial approximations (a couple
 // of ulps), evaluated lane-wise. A row's tail is loaded into a partly filled pack, and lanes past
 // the row's end are dropped from every sum (`keep`) and never stored. No system header may be
@@ -14,9 +15,9 @@ struct Pack;
 
 template <>
 struct Pack<float> {
-    typedef float V __attribute__((vector_size(32)));
-    typedef int32_t I __attribute__((vector_size(32)));
-    static constexpr int64_t width = 8;
+    static constexpr int64_t width = DISTILL_FLOAT_LANES;
+    typedef float V __attribute__((vector_size(4 * width)));
+    typedef int32_t I __attribute__((vector_size(4 * width)));
 
     static inline V splat(float x) { return V{} + x; }
     static inline V load(const float* p, int64_t count, float fill) {
@@ -39,15 +40,21 @@ struct Pack<float> {
     // v with the lanes at and past `count` set to 0.
     static inline V keep(V v, int64_t count) {
         if (count == width) return v;
-        const I lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        I lane;
+        for (int j = 0; j < width; ++j) lane[j] = j;
         return lane < static_cast<int32_t>(count) ? v : splat(0.0f);
     }
+    // Pairwise: lane j is added to lane j + width/2, halving the pack until one lane is left.
     static inline float sum(V v) {
-        return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        float lanes[width];
+        __builtin_memcpy(lanes, &v, sizeof v);
+        for (int half = width / 2; half > 0; half /= 2)
+            for (int j = 0; j < half; ++j) lanes[j] += lanes[j + half];
+        return lanes[0];
     }
     static inline float max(V v) {
         float m = v[0];
-        for (int j = 1; j < 8; ++j) m = v[j] > m ? v[j] : m;
+        for (int j = 1; j < width; ++j) m = v[j] > m ? v[j] : m;
         return m;
     }
     // e^x for x <= 0. Below −127·ln 2 (and for -inf) the result is exactly 0: the clamp there gives

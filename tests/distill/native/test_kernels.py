@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +23,7 @@ needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the compiled
 @pytest.mark.skipif(shutil.which("g++") is None or platform.system() != "Linux", reason="needs Linux and a C++ compiler")
 def test_kernels_are_built_where_a_compiler_exists() -> None:
     assert kernels.available()
-    assert kernels.instruction_set() in {"avx2", "baseline"}
+    assert kernels.instruction_set() in {"avx512", "avx2", "baseline"}
 
 
 @needs_kernels
@@ -123,3 +127,45 @@ def test_the_throughput_probe_computes_the_kernels_exp_and_log():
     torch.testing.assert_close(out, torch.exp(negative), rtol=4e-7, atol=0)
     kernels.transcendental("log", positive, out)
     torch.testing.assert_close(out, torch.log(positive), rtol=0, atol=4e-7)
+
+
+_EVERY_LOSS = """
+import sys, torch, distill
+from distill import native
+generator = torch.Generator().manual_seed(0)
+answers = {}
+for classes in (1, 7, 17, 33, 1000):
+    student = 4 * torch.randn(5, classes, generator=generator)
+    teacher = 4 * torch.randn(5, classes, generator=generator)
+    labels = torch.randint(0, classes, (5,), generator=generator)
+    with native.switched(True):
+        results = [distill.kl_div(student, teacher_logits=teacher, temperature=2.0),
+                   distill.cross_entropy(student, labels=labels, label_smoothing=0.1),
+                   distill.cross_entropy(student, teacher_logits=teacher, temperature=2.0),
+                   distill.bce(student, teacher_logits=teacher, temperature=2.0)]
+        results += [getattr(distill, name)(student, teacher_logits=teacher, temperature=2.0)
+                    for name in ("jsd", "reverse_kl", "skew_kl", "skew_reverse_kl", "tvd")]
+    answers[classes] = [(r.loss_sum, r.grad) for r in results]
+torch.save({"isa": native.kernels.instruction_set(), "answers": answers}, sys.argv[1])
+"""
+
+
+@needs_kernels
+@pytest.mark.parametrize("cap", ["avx2", "baseline"])
+def test_every_build_gives_the_answers_of_the_widest(cap: str, tmp_path: Path) -> None:
+    # The library picks the widest build the CPU runs; DISTILL_ISA caps it, so each narrower build
+    # is checked here against the default one on every loss, with row tails of every length class.
+    def answers(environment: dict[str, str], name: str) -> dict:
+        out = tmp_path / name
+        subprocess.run([sys.executable, "-c", _EVERY_LOSS, str(out)], env=environment, check=True, cwd=Path(__file__).parents[3])
+        return torch.load(out)
+
+    widest = answers({k: v for k, v in os.environ.items() if k != "DISTILL_ISA"}, "widest.pt")
+    capped = answers({**os.environ, "DISTILL_ISA": cap}, "capped.pt")
+    if capped["isa"] == widest["isa"]:
+        pytest.skip(f"this CPU runs no build wider than {cap}")
+    assert capped["isa"] == cap
+    for classes, results in widest["answers"].items():
+        for (loss, grad), (capped_loss, capped_grad) in zip(results, capped["answers"][classes], strict=True):
+            assert capped_loss == pytest.approx(loss, rel=2e-6, abs=1e-7), classes
+            torch.testing.assert_close(capped_grad, grad, rtol=2e-5, atol=1e-7)
