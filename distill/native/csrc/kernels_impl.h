@@ -374,15 +374,20 @@ static void bce_rows(const BceArgs& a, int64_t begin, int64_t end) {
         for (int64_t c = 0; c < n; c += P::width) {
             const int64_t k = n - c < P::width ? n - c : P::width;
             V y = P::load(t + c, k, 0);
-            if (TeacherLogits) {
-                const V u = y * inv_t;
-                const V eu = P::exp(u < 0 ? u : -u);
-                const V inv = one / (eu + 1);
-                y = u >= 0 ? inv : eu * inv;
-            }
             const V x = P::load(s + c, k, 0) * inv_t;
             const V e = P::exp(x < 0 ? x : -x);
-            const V inv = one / (e + 1);  // serves the logarithm and the sigmoid
+            V inv;  // 1 / (1 + e): serves the logarithm and the sigmoid
+            if (TeacherLogits) {
+                // One division for both reciprocals: 1/a = b · 1/(a·b), a and b in [1, 2].
+                const V u = y * inv_t;
+                const V eu = P::exp(u < 0 ? u : -u);
+                const V both = one / ((eu + 1) * (e + 1));
+                inv = both * (eu + 1);
+                const V inv_u = both * (e + 1);
+                y = u >= 0 ? inv_u : eu * inv_u;
+            } else {
+                inv = one / (e + 1);
+            }
             const V softplus_neg = (x < 0 ? -x : zero) + log1p_with_inverse<P>(e, inv);
             const V pos = PosWeighted ? P::load(pw + c, k, 0) : one;
             const V log_weight = PosWeighted ? (pos - 1) * y + 1 : one;
