@@ -9,8 +9,33 @@ without torch installed.
 """
 
 from setuptools import Extension, setup
+from setuptools.command.bdist_wheel import bdist_wheel
+from setuptools.command.build_ext import build_ext
+
+# Symbols stripped; the kernels find the OpenMP runtime that torch's wheel ships (torch/lib beside
+# distill/ in site-packages) before the system's, so they load without libgomp installed and share
+# torch's thread pool. In a source checkout that path does not exist and the system's is used.
+STRIP = ["-s"]
+TORCH_OPENMP = ["-Wl,-rpath,$ORIGIN/../../torch/lib"]
+
+
+class PlainLibraries(build_ext):
+    """Names each library ``<name>.so``: they are C ABI libraries loaded with ctypes, not CPython
+    modules, so one build serves every Python version (``importlib`` finds ``.so`` on all of them)."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        return fullname.replace(".", "/") + ".so"
+
+
+class PlatformWheel(bdist_wheel):
+    """Tags the wheel ``py3-none-<platform>``: it depends on the platform, not on the Python version or ABI."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        return ("py3", "none", super().get_tag()[2])
+
 
 setup(
+    cmdclass={"build_ext": PlainLibraries, "bdist_wheel": PlatformWheel},
     ext_modules=[
         Extension(
             "distill.native._kernels",
@@ -18,7 +43,7 @@ setup(
             depends=["distill/native/csrc/kernels_impl.h"],
             language="c++",
             extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp", "-Wno-psabi"],
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp", *STRIP, *TORCH_OPENMP],
             optional=True,
         ),
         Extension(
@@ -26,7 +51,8 @@ setup(
             sources=["service/codec/csrc/json_tensors.cpp"],
             language="c++",
             extra_compile_args=["-O3", "-std=c++17"],
+            extra_link_args=STRIP,
             optional=True,
         ),
-    ]
+    ],
 )

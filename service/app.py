@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 import distill
@@ -41,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await run_in_threadpool(runtime.stop)
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's scripts served from the package, not from a CDN.
+    app = FastAPIOffline(
         title="distill",
         version=distill.__version__,
         description=DESCRIPTION,

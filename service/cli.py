@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
-import uvicorn
+try:
+    import uvicorn
 
-from service.settings import Settings
+    from service.settings import Settings
+except ModuleNotFoundError as missing:  # `pip install distill` brings the engine and the client only
+    raise SystemExit(f"distill-serve needs the server extra: pip install 'distill[server]' ({missing})") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -117,9 +117,11 @@ async def info(request: Request) -> Info:
     )
 
 
-@probes.get("/metrics", operation_id="metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+# The spec names the media type without the exposition-format version, which moves with prometheus-client.
+@probes.get("/metrics", operation_id="metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests by route and status, latency, queue depth and wait, batch sizes."""
+    """Prometheus metrics in the text exposition format: requests by route and status, latency, queue
+    depth and wait, batch sizes."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,16 +1,15 @@
-"""The app for the documentation's HTTP examples."""
+"""A live ``distill-serve`` process for the documentation's HTTP examples (sent over TCP, as a reader would)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.service.conftest import make_client
+from tests.live import live_server
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    with make_client(device="cpu") as test_client:
-        yield test_client
+def server() -> Iterator[str]:
+    with live_server() as url:
+        yield url

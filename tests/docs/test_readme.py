@@ -1,4 +1,4 @@
-"""The README's examples: each curl request is sent to the app and answers what the README shows.
+"""The README's examples: each curl request is sent to a live server and answers what the README shows.
 
 Numbers agree to 1e-6 relative (with a floor of 1e-6 of the largest magnitude in the same tensor, for
 entries near zero), base64 tensors after decoding; everything else exactly. The engine-only Python
@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -51,8 +52,8 @@ def test_the_readme_has_examples():
 
 @pytest.mark.skipif(not native.kernels.available(), reason="the README shows the answers of the compiled kernels")
 @pytest.mark.parametrize(("route", "body", "answer"), CASES, ids=[f"{route}-{index}" for index, (route, _, _) in enumerate(CASES)])
-def test_each_curl_example_answers_what_the_readme_shows(client, route, body, answer):
-    response = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+def test_each_curl_example_answers_what_the_readme_shows(server, route, body, answer):
+    response = httpx.post(f"{server}{route}", content=body.encode(), headers={"content-type": "application/json"}, timeout=30)
     close(response.json(), json.loads(answer), 0.0, route)
 
 
