@@ -77,11 +77,12 @@ class Connection:
     released, and is the same for every server measured.
     """
 
-    def __init__(self, url: str, body: bytes) -> None:
+    def __init__(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         parsed = httpx.URL(url)
         self.sock = socket.create_connection((parsed.host, parsed.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        head = f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\nContent-Type: application/json\r\n"
+        fields = {"Content-Type": "application/json", **(headers or {})}
+        head = f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         self.request = head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         self.buffer = bytearray(1 << 16)
 
@@ -107,14 +108,16 @@ class Connection:
         self.sock.close()
 
 
-def load(url: str, body: bytes, clients: int, seconds: float, max_requests: int) -> tuple[float, list[float]]:
+def load(
+    url: str, body: bytes, clients: int, seconds: float, max_requests: int, headers: dict[str, str] | None = None
+) -> tuple[float, list[float]]:
     """Closed loop: ``clients`` connections post ``body`` until time or request budget runs out."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
     def worker() -> None:
-        connection = Connection(url, body)
+        connection = Connection(url, body, headers)
         try:
             while True:
                 with lock:

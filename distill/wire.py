@@ -58,7 +58,7 @@ def itemsize(name: str) -> int:
     return torch.empty((), dtype=DTYPES[name]).element_size()
 
 
-def from_bytes(raw: bytearray, name: str, shape: Sequence[int]) -> Tensor:
+def from_bytes(raw: bytearray | memoryview, name: str, shape: Sequence[int]) -> Tensor:
     """The tensor held by ``raw`` (exactly ``prod(shape) × itemsize`` bytes; shared, not copied)."""
     dtype = DTYPES[name]
     if not raw:

@@ -21,6 +21,8 @@ import distill
 from service.http import openapi, problems
 from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.routes import probes, v1
+from service.http.v2 import health as v2_health
+from service.http.v2 import v2
 from service.pipeline import Pipeline
 from service.runtime import Runtime
 from service.settings import Settings
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(probes)
     app.include_router(v1)
+    app.include_router(v2_health)
+    app.include_router(v2)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

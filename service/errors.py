@@ -69,6 +69,14 @@ class UnsupportedMediaType(Refused):
     """The body is not declared as JSON, or is encoded (Content-Encoding) in a way the service does not decode."""
 
 
+class UnknownModel(Refused):
+    """An Open Inference Protocol route names a model (a loss) the service does not have."""
+
+
+class InvalidRequest(Refused):
+    """The body is JSON but not the request the route takes (an Open Inference Protocol envelope error)."""
+
+
 class NotRepresentable(Refused):
     """A result cannot be written in the requested encoding (non-finite values in JSON)."""
 

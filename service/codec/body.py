@@ -38,7 +38,7 @@ def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
-async def read_body(request: Request, limit: int, timeout: float, reserve: Callable[[int], None]) -> bytearray:
+async def read_body(request: Request, limit: int, timeout: float, reserve: Callable[[int], None], *, binary: bool = False) -> bytearray:
     """The whole body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``limit`` bytes.
 
     ``reserve`` is called with the bytes about to be held (a declared Content-Length at once, else
@@ -51,13 +51,14 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
 
     Raises:
         UnsupportedMediaType: the body is declared as something other than JSON (a missing
-            Content-Type is read as JSON), or has a Content-Encoding.
+            Content-Type is read as JSON; ``binary`` also admits application/octet-stream, for
+            JSON followed by raw tensor bytes), or has a Content-Encoding.
         BodyTooLarge: it exceeds ``limit``.
         Overloaded: ``reserve`` refused the bytes.
         BodyTimeout: it has not arrived ``timeout`` seconds after the request began.
         ClientDisconnected: the client went away before it arrived.
     """
-    check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"))
+    check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"), binary=binary)
     declared = request.headers.get("content-length", "")
     length = int(declared) if declared.isdigit() else None
     if length is not None:
@@ -101,15 +102,16 @@ async def _within(awaitable: Coroutine[Any, Any, T], seconds: float) -> T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
-def check_media_type(content_type: str | None, content_encoding: str | None) -> None:
-    """JSON bodies only (``application/json`` or ``…+json``; none declared is JSON), unencoded.
+def check_media_type(content_type: str | None, content_encoding: str | None, *, binary: bool = False) -> None:
+    """JSON bodies only (``application/json`` or ``…+json``; none declared is JSON; with ``binary``
+    also ``application/octet-stream``), unencoded.
 
     A form or text body is refused rather than read: browsers send those cross-site without a
     preflight, which would let any web page drive a keyless deployment.
     """
     if content_type is not None:
         media = content_type.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
+        if media != "application/json" and not media.endswith("+json") and not (binary and media == "application/octet-stream"):
             raise UnsupportedMediaType(f"send the body as application/json, not {media[:64]!r}")
     if content_encoding is not None and content_encoding.strip().lower() not in ("", "identity"):
         raise UnsupportedMediaType(f"Content-Encoding {content_encoding.strip()[:32]!r} is not decoded here; send the body unencoded")

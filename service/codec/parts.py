@@ -53,15 +53,22 @@ def dump_parts(body: object) -> list[bytes]:
 
 
 class PartsResponse(Response):
-    """``application/json`` from body parts, each sent as its own ASGI message."""
+    """A response from body parts, each sent as its own ASGI message (``application/json`` unless told)."""
 
     media_type = "application/json"
 
-    def __init__(self, parts: Sequence[bytes], status_code: int = 200, background: BackgroundTask | None = None) -> None:
+    def __init__(
+        self,
+        parts: Sequence[bytes],
+        status_code: int = 200,
+        background: BackgroundTask | None = None,
+        headers: dict[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
         size = sum(len(part) for part in parts)
         # A small body goes as one message: each message passes every middleware's send wrapper.
         self.parts = [b"".join(parts)] if size <= JOIN_BELOW_BYTES else list(parts)
-        super().__init__(b"", status_code=status_code, background=background)
+        super().__init__(b"", status_code=status_code, background=background, headers=headers, media_type=media_type)
         self.headers["content-length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,8 +1,8 @@
 """Shaping the OpenAPI document: exact request schemas for routes that parse their own bodies.
 
 Loss routes read the raw body (to parse it fast and strictly), so FastAPI cannot infer their
-request schemas; each route declares ``request_body(Model)`` and :func:`build` adds the models (and
-the problem schema) to ``components``.
+request schemas; each route declares ``request_body(Model)`` and :func:`build` adds the models (the
+problem schema, and the Open Inference Protocol's infer request header) to ``components``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from service.http.auth import SECURITY_SCHEMES
 from service.http.problems import MEDIA_TYPE
+from service.http.v2 import InferRequest
 from service.pipeline.schemas import REQUESTS
 
 REF = "#/components/schemas/{model}"
@@ -63,7 +64,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         separate_input_output_schemas=False,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem)
+    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem, InferRequest)
     for model in models:
         schema = model.model_json_schema(ref_template=REF, mode="validation")
         schemas.update(schema.pop("$defs", {}))

@@ -1,8 +1,9 @@
 """Problem details (RFC 9457) and the one place that maps exceptions to HTTP responses.
 
-Every error the service returns is ``application/problem+json`` with ``type``, ``title``, ``status``,
+Every error the service returns on ``/v1`` is ``application/problem+json`` with ``type``, ``title``, ``status``,
 ``detail`` and, where one field is at fault, ``field`` (a dotted path such as ``terms.0.labels``) and
-``index`` (the first offending element). The other layers raise domain errors
+``index`` (the first offending element); on the Open Inference Protocol's ``/v2`` routes it is that
+protocol's ``{"error": detail}``, the same detail under the same status. The other layers raise domain errors
 (:mod:`service.errors`, the engine's :class:`~distill.InputError`, :class:`~distill.QueueFull`,
 :class:`~distill.DeviceMemoryError`); :data:`PROBLEMS` says which status, problem type and headers
 each one gets, and :func:`install` registers the handlers. Nothing a client sends can produce a 500.
@@ -28,6 +29,7 @@ from service.errors import (
     BodyTooLarge,
     ClientDisconnected,
     DuplicateKey,
+    InvalidRequest,
     MalformedBody,
     NotAnObject,
     NotReady,
@@ -38,6 +40,7 @@ from service.errors import (
     TensorTooLarge,
     TooManyKeys,
     Unauthorized,
+    UnknownModel,
     UnsupportedMediaType,
 )
 
@@ -66,8 +69,10 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),
     NotAnObject: ProblemType(400, "not-an-object", "Body is not a JSON object"),
     Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
+    UnknownModel: ProblemType(404, "unknown-model", "Unknown model"),
     UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type", _CLOSE),
     DuplicateKey: ProblemType(422, "duplicate-key", "Duplicate key"),
+    InvalidRequest: ProblemType(422, "invalid-request", "Invalid request"),
     NumberOutOfRange: ProblemType(422, "number-out-of-range", "Number out of range"),
     BodyTimeout: ProblemType(408, "body-timeout", "Request body timeout", _CLOSE),
     BodyTooLarge: ProblemType(413, "body-too-large", "Request body too large", _CLOSE),
@@ -123,8 +128,14 @@ class ProblemDetails:
             problem["errors"] = self.errors
         return problem
 
-    def response(self) -> Response:
-        """The problem as an ``application/problem+json`` response."""
+    def response(self, path: str = "") -> Response:
+        """The problem as an ``application/problem+json`` response; on the Open Inference Protocol's
+        routes (``/v2``) in that protocol's shape, ``{"error": detail}`` (clients such as tritonclient
+        raise their own exception with it), with the same status and headers."""
+        if path == "/v2" or path.startswith("/v2/"):
+            return Response(
+                orjson.dumps({"error": self.detail}), status_code=self.status, media_type="application/json", headers=self.headers
+            )
         return Response(orjson.dumps(self.body()), status_code=self.status, media_type=MEDIA_TYPE, headers=self.headers)
 
 
@@ -217,14 +228,14 @@ class UnexpectedErrors:
             if started:
                 raise
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
-            await problem_for(error).response()(scope, receive, send)
+            await problem_for(error).response(scope.get("path", ""))(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
     """Register the exception handlers (every mapped error, validation and HTTP errors) and the last resort (500)."""
 
-    async def answer(_: Request, exc: Exception) -> Response:
-        return problem_for(exc).response()
+    async def answer(request: Request, exc: Exception) -> Response:
+        return problem_for(exc).response(request.url.path)
 
     for error_type in (*PROBLEMS, RequestValidationError, ValidationError, StarletteHTTPException):
         app.add_exception_handler(error_type, answer)

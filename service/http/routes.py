@@ -29,10 +29,12 @@ from service.codec.parts import PartsResponse
 from service.errors import NotReady
 from service.http.auth import SECURITY, require_api_key
 from service.http.openapi import problem_responses, request_body
+from service.pipeline.pipeline import V1
 from service.pipeline.requests import OBJECTIVE
 from service.pipeline.schemas import REQUESTS, DistillResponse, LossResponse
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+V1_PROTOCOL = V1()
 probes = APIRouter(tags=["probes"])
 
 #: Every computing route: (route, response model, summary), the registered losses first.
@@ -48,7 +50,7 @@ def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
         settings = runtime.settings
         with runtime.budget.reservation() as reservation:
             body = read_body(request, settings.max_body_bytes, settings.body_timeout_s, reservation.take)
-            parts = await request.app.state.pipeline.handle(route, body)
+            parts = await request.app.state.pipeline.handle(route, body, V1_PROTOCOL)
         return PartsResponse(parts, background=BackgroundTask(release_free_memory) if reservation.large else None)
 
     endpoint.__name__ = route

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from distill import DistillResult, LossResult, Work
 from service.codec.body import parse_json_object
@@ -29,13 +29,43 @@ from service.runtime import Runtime
 INLINE_BODY_BYTES = 256 << 10
 
 
+class WireProtocol(Protocol):
+    """How one API's requests become engine work and its results replies (``/v1``, or ``/v2``'s infer).
+
+    ``decode`` runs the request's decoding, validation and the engine's checks (blocking; raising the
+    domain errors of :mod:`service.errors`, pydantic's and the engine's); it returns what ``encode``
+    needs besides the result (the answer's encoding, the requested outputs…) and the work to compute.
+    Both run on a codec thread, or on the event loop for small bodies.
+    """
+
+    def decode(self, route: str, body: bytearray, runtime: Runtime) -> tuple[Any, Work]: ...
+
+    def encode(self, answer: Any, result: LossResult | DistillResult) -> Any: ...
+
+
+class V1:
+    """The ``/v1`` API: a JSON request object per route; the answer as JSON body parts."""
+
+    def decode(self, route: str, body: bytearray, runtime: Runtime) -> tuple[EngineCall, Work]:
+        """Raises: MalformedBody, NotAnObject (not a JSON object); pydantic.ValidationError,
+        TensorTooLarge (does not fit its schema); distill.InputError (the engine's checks failed)."""
+        document = parse_json_object(body)
+        request = validate(route, document, runtime.settings.max_tensor_elements)
+        del document  # with it the compiled reader's parsed numbers; the decoded tensors own their memory
+        call = engine_call(route, request, runtime.device)
+        return call, call.prepare()
+
+    def encode(self, call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
+        return render(call.encoding, result)
+
+
 class Pipeline:
     """The stages of one request, over the runtime's codec threads, device and batcher."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, route: str, body: Coroutine[Any, Any, bytearray]) -> list[bytes]:
+    async def handle(self, route: str, body: Coroutine[Any, Any, bytearray], protocol: WireProtocol) -> Any:
         """The whole pipeline for one request of ``route``, from its body on its way (``read_body(…)``).
 
         The request counts as work on its way to the batcher (:meth:`distill.Batcher.incoming`) from
@@ -49,7 +79,7 @@ class Pipeline:
 
         Raises:
             NotReady: the service is not running.
-            (and whatever reading the body, :meth:`prepare`, :meth:`submit` and rendering raise)
+            (and whatever reading the body, the protocol, :meth:`submit` and the engine raise)
         """
         codec, batcher = self.runtime.codec, self.runtime.batcher
         if codec is None or batcher is None:
@@ -59,27 +89,15 @@ class Pipeline:
             await asyncio.sleep(0)  # let requests already accepted announce themselves before this one is decoded
             received = await body
             inline = len(received) <= INLINE_BODY_BYTES
-            call, work = self.prepare(route, received) if inline else await codec.run(DECODE, self.prepare, route, received)
+            decode = protocol.decode
+            answer, work = (
+                decode(route, received, self.runtime) if inline else await codec.run(DECODE, decode, route, received, self.runtime)
+            )
             del received
             future = self.submit(work)
-        encoding = call.encoding
-        del call, work
+        del work
         result = future.result() if future.done() else await asyncio.wrap_future(future)  # computed inline: no loop wake-up
-        return render(encoding, result) if inline else await codec.run(ENCODE, render, encoding, result)
-
-    def prepare(self, route: str, body: bytearray) -> tuple[EngineCall, Work]:
-        """Decode, validate and prepare a body into engine work (blocking: on a codec thread or, small, the event loop).
-
-        Raises:
-            MalformedBody, NotAnObject: the body is not a JSON object.
-            pydantic.ValidationError, TensorTooLarge: the request does not fit its schema.
-            distill.InputError: the engine's checks of values and shapes failed.
-        """
-        document = parse_json_object(body)
-        request = validate(route, document, self.runtime.settings.max_tensor_elements)
-        del document  # with it the compiled reader's parsed numbers; the decoded tensors own their memory
-        call = engine_call(route, request, self.runtime.device)
-        return call, call.prepare()
+        return protocol.encode(answer, result) if inline else await codec.run(ENCODE, protocol.encode, answer, result)
 
     def submit(self, work: Work) -> Future[LossResult | DistillResult]:
         """Queue validated work on the batcher; the future resolves to its result.

@@ -32,6 +32,13 @@ def test_operation_ids_are_chosen():
         "/healthz": "healthz",
         "/readyz": "readyz",
         "/metrics": "metrics",
+        "/v2": "oip_server_metadata",
+        "/v2/health/live": "oip_server_live",
+        "/v2/health/ready": "oip_server_ready",
+        "/v2/models/{model}": "oip_model_metadata",
+        "/v2/models/{model}/ready": "oip_model_ready",
+        "/v2/models/{model}/infer": "oip_model_infer",
+        "/v2/models/{model}/versions/{version}/infer": "oip_model_version_infer",
     }
 
 
