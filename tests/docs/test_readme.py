@@ -62,3 +62,16 @@ def test_the_engine_example_runs():
     code = re.search(r"```python\n(.*?)```", block, re.DOTALL)
     assert code
     exec(compile(code.group(1), "README.md", "exec"), {})  # the README's own example
+
+
+def test_the_tritonclient_example_runs(server):
+    pytest.importorskip("tritonclient.http")
+    block = README.split("With NVIDIA's `tritonclient`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", block, re.DOTALL)
+    assert code
+    namespace: dict[str, Any] = {}
+    exec(compile(code.group(1).replace("localhost:8000", server.removeprefix("http://")), "README.md", "exec"), namespace)
+    shown = re.search(r'result.as_numpy\("loss"\)  # array\(\[([0-9.]+)\]\)', code.group(1))
+    assert shown
+    assert namespace["result"].as_numpy("loss")[0] == pytest.approx(float(shown.group(1)), rel=1e-6)
+    assert namespace["result"].as_numpy("grad").shape == (2, 3)
