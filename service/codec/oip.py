@@ -28,7 +28,7 @@ import torch
 
 from distill import wire
 from service.codec.body import parse_json_object
-from service.codec.json_reader import NumberArray
+from service.codec.json_reader import InexactInteger, NumberArray
 from service.codec.parts import dump_parts
 from service.codec.tensors import MAX_DIMS, WireTensor
 from service.errors import InvalidRequest, NotRepresentable, TensorTooLarge
@@ -187,7 +187,10 @@ def _address(view: memoryview) -> int:
 
 def _shape(value: Any, field: str, name: str, max_elements: int) -> tuple[int, ...]:
     if isinstance(value, NumberArray):
-        shape_list = value.integers().tolist() if value.integral and len(value.shape) == 1 and value.shape[0] <= MAX_DIMS else None
+        try:
+            shape_list = value.integers().tolist() if value.integral and len(value.shape) == 1 and value.shape[0] <= MAX_DIMS else None
+        except InexactInteger:
+            raise TensorTooLarge(f"{name}: a dimension of 2^53 or more exceeds the limit of {max_elements} elements", field=name) from None
     else:
         shape_list = value.as_list() if isinstance(value, simdjson.Array) and len(value) <= MAX_DIMS else value
     if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):

@@ -3,7 +3,7 @@
 Every error the service returns on ``/v1`` is ``application/problem+json`` with ``type``, ``title``, ``status``,
 ``detail`` and, where one field is at fault, ``field`` (a dotted path such as ``terms.0.labels``) and
 ``index`` (the first offending element); on the Open Inference Protocol's ``/v2`` routes it is that
-protocol's ``{"error": detail}``, the same detail under the same status. The other layers raise domain errors
+protocol's ``{"error": message}``: the same detail, prefixed with the field, under the same status. The other layers raise domain errors
 (:mod:`service.errors`, the engine's :class:`~distill.InputError`, :class:`~distill.QueueFull`,
 :class:`~distill.DeviceMemoryError`); :data:`PROBLEMS` says which status, problem type and headers
 each one gets, and :func:`install` registers the handlers. Nothing a client sends can produce a 500.
@@ -128,13 +128,20 @@ class ProblemDetails:
             problem["errors"] = self.errors
         return problem
 
+    def message(self) -> str:
+        """The detail as one line that names the field at fault (and the element), for the ``/v2`` error object."""
+        if self.field is None or self.detail.startswith(self.field):
+            return self.detail
+        where = self.field + (f" at {list(self.index)}" if self.index is not None else "")
+        return f"{where}: {self.detail}"
+
     def response(self, path: str = "") -> Response:
         """The problem as an ``application/problem+json`` response; on the Open Inference Protocol's
-        routes (``/v2``) in that protocol's shape, ``{"error": detail}`` (clients such as tritonclient
+        routes (``/v2``) in that protocol's shape, ``{"error": message}`` (clients such as tritonclient
         raise their own exception with it), with the same status and headers."""
         if path == "/v2" or path.startswith("/v2/"):
             return Response(
-                orjson.dumps({"error": self.detail}), status_code=self.status, media_type="application/json", headers=self.headers
+                orjson.dumps({"error": self.message()}), status_code=self.status, media_type="application/json", headers=self.headers
             )
         return Response(orjson.dumps(self.body()), status_code=self.status, media_type=MEDIA_TYPE, headers=self.headers)
 
