@@ -14,6 +14,7 @@ checkers.
 
 from collections.abc import Callable
 
+from distill import functional
 from distill.batching import Batcher, BatchObserver, DeviceMemoryError, QueueFull, Work
 from distill.device import resolve_device
 from distill.errors import InputError
@@ -60,6 +61,7 @@ __all__ = [
     "bce",
     "cross_entropy",
     "distill",
+    "functional",
     "hinton",
     "kl_div",
     "register",
