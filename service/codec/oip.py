@@ -31,7 +31,7 @@ from service.codec.body import parse_json_object
 from service.codec.json_reader import InexactInteger, NumberArray
 from service.codec.parts import dump_parts
 from service.codec.tensors import MAX_DIMS, WireTensor
-from service.errors import InvalidRequest, NotRepresentable, TensorTooLarge
+from service.errors import InvalidRequest, MalformedBody, NotRepresentable, TensorTooLarge
 
 #: Protocol datatype → wire dtype name (:data:`distill.wire.DTYPES`).
 DATATYPES: dict[str, str] = {
@@ -85,12 +85,13 @@ def header_length(value: str | None, body_size: int) -> int | None:
     """
     if value is None:
         return None
-    if not value.strip().isdigit() or int(value) > body_size:
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > body_size:
         raise InvalidRequest(
             f"Inference-Header-Content-Length must be a byte count within the body ({body_size} bytes)",
             field="Inference-Header-Content-Length",
         )
-    return int(value)
+    return int(digits)
 
 
 def parse_infer_request(body: bytearray, json_length: int | None, max_elements: int) -> InferRequest:
@@ -104,7 +105,11 @@ def parse_infer_request(body: bytearray, json_length: int | None, max_elements: 
     """
     if json_length is None:
         binary = memoryview(b"")
-        header = parse_json_object(body)
+        try:
+            header = parse_json_object(body)
+        except MalformedBody as error:
+            hint = "; binary tensor data after the JSON header needs the Inference-Header-Content-Length header"
+            raise MalformedBody(error.detail + hint) from None
     else:
         binary = memoryview(body)[json_length:]
         header = parse_json_object(bytearray(body[:json_length]))
@@ -213,7 +218,10 @@ def _json_data(value: Any, dtype_name: str, shape: tuple[int, ...], field: str) 
     if isinstance(value, NumberArray):
         if boolean or (not floating and not value.integral):
             raise InvalidRequest(f"must hold only {'booleans' if boolean else 'integers'}", field=field)
-        values: np.ndarray = value.floats(False) if floating else value.integers()
+        try:
+            values: np.ndarray = value.floats(False) if floating else value.integers()
+        except InexactInteger as error:
+            raise InvalidRequest(f"holds {error}", field=field) from None
     elif isinstance(value, simdjson.Array):
         try:
             values = np.array(value.as_list(), dtype=object).ravel() if boolean else _flat_numbers(value, floating)
@@ -225,10 +233,16 @@ def _json_data(value: Any, dtype_name: str, shape: tuple[int, ...], field: str) 
         raise InvalidRequest("must be a list of numbers", field=field)
     if values.size != elements:
         raise InvalidRequest(f"holds {values.size} values; shape {list(shape)} needs {elements}", field=field)
-    target = wire.DTYPES[dtype_name]
     if boolean:
         return torch.tensor(values.astype(np.bool_)).reshape(shape)
-    return torch.from_numpy(np.ascontiguousarray(values)).reshape(shape).to(target)
+    converted = torch.from_numpy(np.ascontiguousarray(values)).reshape(shape).to(wire.DTYPES[dtype_name])
+    if values.size and not floating:
+        info = np.iinfo(np.dtype(dtype_name))
+        if int(values.min()) < info.min or int(values.max()) > info.max:
+            raise InvalidRequest(f"holds integers outside {PROTOCOL_NAMES[dtype_name]}'s range [{info.min}, {info.max}]", field=field)
+    elif values.size and bool(np.isfinite(values).all()) and not bool(torch.isfinite(converted).all()):
+        raise InvalidRequest(f"holds numbers beyond {PROTOCOL_NAMES[dtype_name]}'s range", field=field)
+    return converted
 
 
 def _flat_numbers(array: simdjson.Array, floating: bool) -> np.ndarray:
@@ -251,6 +265,8 @@ def _outputs(value: Any, binary_default: bool) -> list[RequestedOutput]:
             raise InvalidRequest("binary_data must be a boolean", field=f"{field}.parameters.binary_data")
         if parameters:
             raise InvalidRequest(f"unknown parameter {next(iter(parameters))[:64]!r}", field=f"{field}.parameters")
+        if any(output.name == item["name"] for output in requested):
+            raise InvalidRequest(f"output {item['name'][:64]!r} is asked for twice", field=f"{field}.name")
         requested.append(RequestedOutput(item["name"], binary))
     return requested
 

@@ -4,7 +4,7 @@ A ``/v2/models/<loss>/infer`` request carries the ``/v1`` request's tensor field
 there: ``student_logits``, ``teacher_logits``, ``labels``, ``mask``…) and its scalar options as
 request parameters (``temperature``, ``reduction``, ``beta``…); it is validated by the same request
 model, checked by the same engine code and batched with ``/v1`` requests. The outputs are ``loss``
-(FP64, shape [1]; the per-element tensor for ``reduction: "none"``), ``grad`` (the student's
+(FP64, shape [1]; the per-element tensor, in FP64 too, for ``reduction: "none"``), ``grad`` (the student's
 datatype and shape), ``loss_sum`` and ``normalizer`` (FP64, shape [1]).
 """
 
@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from distill import LOSSES, DistillResult, LossResult, LossSpec, Work
+from distill import LOSSES, DistillResult, LossResult, LossSpec, Work, wire
 from distill.wire import Kind
-from service.codec.oip import Output, RequestedOutput, header_length, parse_infer_request, render_infer_response
+from service.codec.oip import PROTOCOL_NAMES, Output, RequestedOutput, header_length, parse_infer_request, render_infer_response
+from service.codec.tensors import WireTensor
 from service.errors import InvalidRequest
 from service.pipeline.requests import engine_call
 from service.pipeline.schemas import REQUESTS
@@ -25,13 +26,11 @@ from service.runtime import Runtime
 
 #: The outputs of every model, in response order.
 OUTPUTS = ("loss", "grad", "loss_sum", "normalizer")
-#: The request-model fields that are about the /v1 wire, not the loss: not parameters on /v2.
-_WIRE_FIELDS = frozenset({"dtype", "response_encoding"})
 
 
-def input_names(spec: LossSpec) -> tuple[str, ...]:
-    """The inputs of a loss's model: its tensor arguments and the row mask."""
-    return (*(tensor.name for tensor in spec.inputs), "mask")
+def input_kinds(spec: LossSpec) -> dict[str, Kind]:
+    """The inputs of a loss's model, in order (its tensor arguments and the row mask), and their kinds."""
+    return {tensor.name: tensor.kind for tensor in spec.inputs} | {"mask": Kind.MASK}
 
 
 def parameter_names(spec: LossSpec) -> tuple[str, ...]:
@@ -47,9 +46,9 @@ def metadata(spec: LossSpec) -> dict[str, Any]:
     """
     per_row = {"labels", "mask"}
     datatype = {Kind.FLOAT: "FP32", Kind.INDEX: "INT64", Kind.MASK: "BOOL"}
-    kinds = {tensor.name: tensor.kind for tensor in spec.inputs} | {"mask": Kind.MASK}
     inputs = [
-        {"name": name, "datatype": datatype[kinds[name]], "shape": [-1] if name in per_row else [-1, -1]} for name in input_names(spec)
+        {"name": name, "datatype": datatype[kind], "shape": [-1] if name in per_row else [-1, -1]}
+        for name, kind in input_kinds(spec).items()
     ]
     outputs = [
         {"name": "loss", "datatype": "FP64", "shape": [-1]},
@@ -90,12 +89,18 @@ class OipInfer:
         spec = LOSSES[route]
         limit = runtime.settings.max_tensor_elements
         request = parse_infer_request(body, header_length(self.header, len(body)), limit)
-        inputs, parameters = input_names(spec), parameter_names(spec)
-        for position, name in enumerate(request.inputs):
-            if name not in inputs:
+        kinds, parameters = input_kinds(spec), parameter_names(spec)
+        for position, (name, value) in enumerate(request.inputs.items()):
+            if name not in kinds:
                 raise InvalidRequest(
-                    f"model {route} has no input {name[:64]!r}; its inputs are {', '.join(inputs)}", field=f"inputs.{position}.name"
+                    f"model {route} has no input {name[:64]!r}; its inputs are {', '.join(kinds)}", field=f"inputs.{position}.name"
                 )
+            dtype = wire.NAMES[value.tensor.dtype]
+            if dtype not in kinds[name].dtypes:
+                accepted = ", ".join(PROTOCOL_NAMES[option] for option in kinds[name].dtypes)
+                raise InvalidRequest(f"{name} takes {accepted}, not {PROTOCOL_NAMES[dtype]}", field=f"inputs.{position}.datatype")
+            if kinds[name] is Kind.MASK:
+                request.inputs[name] = WireTensor(value.tensor.bool(), value.encoding)
         for name in request.parameters:
             if name not in parameters:
                 known = ", ".join(("binary_data_output", *parameters))
@@ -121,7 +126,7 @@ class OipInfer:
         """The response body in parts, and the JSON header's length when binary outputs follow it."""
         assert isinstance(result, LossResult)
         values: dict[str, torch.Tensor | None] = {
-            "loss": result.loss if result.reduction == "none" else _scalar(float(result.loss)),
+            "loss": result.loss.double() if result.reduction == "none" else _scalar(float(result.loss)),
             "grad": result.grad,
             "loss_sum": _scalar(result.loss_sum),
             "normalizer": _scalar(result.normalizer),

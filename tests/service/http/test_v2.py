@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 import distill
 from distill import LOSSES
+from service.codec.oip import header_length
+from service.errors import InvalidRequest
 from tests.service.conftest import make_client
 
 STUDENT = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
@@ -168,6 +170,17 @@ def test_reduction_none_returns_the_elements_and_masks_and_nested_data_are_read(
         ({"inputs": [{"name": "student_logits", "shape": [2, 3.5], "datatype": "FP32", "data": []}]}, 422, "inputs.0.shape: "),
         ({"inputs": [json_input("student_logits", STUDENT), json_input("teacher_probs", TEACHER)]}, 422, "teacher_probs[0, 0]: "),
         ({"inputs": []}, 422, "inputs"),
+        (
+            {"inputs": [json_input("student_logits", STUDENT), json_input("teacher_logits", torch.ones(2, 3, dtype=torch.int64), "INT64")]},
+            422,
+            "inputs.1.datatype: ",
+        ),
+        ({"inputs": [{"name": "student_logits", "shape": [1], "datatype": "FP16", "data": [70000]}]}, 422, "beyond FP16's range"),
+        (
+            {"inputs": [json_input("student_logits", STUDENT), json_input("teacher_logits", TEACHER)], "outputs": [{"name": "grad"}] * 2},
+            422,
+            "outputs.1.name: output 'grad' is asked for twice",
+        ),
         ({"inputs": [{"name": "student_logits", "shape": [1 << 40], "datatype": "FP32", "data": []}]}, 413, "exceeds the limit"),
     ],
 )
@@ -207,3 +220,27 @@ def test_the_api_key_guards_v2_but_not_its_health() -> None:
         assert keyed.get("/v2/health/ready").status_code == 200
         assert keyed.get("/v2/models/kl_div").status_code == 401
         assert keyed.get("/v2/models/kl_div", headers={"Authorization": "Bearer sesame"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("datatype", "labels", "words"), [("INT32", [2**32 + 2, 0], "outside INT32's range"), ("INT64", [2**53, 0], "2^53")]
+)
+def test_integers_never_wrap(client: TestClient, datatype: str, labels: list[int], words: str) -> None:
+    body = {"inputs": [json_input("student_logits", STUDENT), {"name": "labels", "shape": [2], "datatype": datatype, "data": labels}]}
+    response = client.post("/v2/models/cross_entropy/infer", json=body)
+    assert response.status_code == 422 and response.json()["error"].startswith("inputs.1.data: ") and words in response.json()["error"]
+
+
+def test_a_uint8_mask_is_a_mask(client: TestClient) -> None:
+    mask = {"name": "mask", "shape": [2], "datatype": "UINT8", "data": [1, 0]}
+    body = {"inputs": [json_input("student_logits", STUDENT), json_input("teacher_logits", TEACHER), mask]}
+    expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, mask=torch.tensor([True, False]))
+    assert outputs_of(client.post("/v2/models/kl_div/infer", json=body))["loss"][0] == pytest.approx(float(expected.loss), rel=1e-6)
+
+
+def test_header_lengths_are_ascii_digits_within_the_body(client: TestClient) -> None:
+    for value in ("\u00b2", "-1", "x", "99999"):
+        with pytest.raises(InvalidRequest):
+            header_length(value, 100)
+    response = client.post("/v2/models/kl_div/infer", content=b"\xff\x00", headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 400 and "needs the Inference-Header-Content-Length header" in response.json()["error"]
