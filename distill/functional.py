@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import InputError
+from distill.wire import Kind
 
 #: Tensor arguments that never get a gradient: targets and weights are data, not parameters.
 NOT_DIFFERENTIATED = frozenset({"target", "targets", "weight", "pos_weight"})
@@ -74,6 +75,8 @@ class FunctionalSpec:
         signature: its signature (argument names and defaults, as the service's request models use them).
         tensors: its tensor arguments, in signature order.
         reductions: the reductions it accepts, its default first.
+        target_kind: what its ``target`` holds: floats, class indices, or either (``cross_entropy``:
+            class indices or probabilities, told apart by dtype).
     """
 
     name: str
@@ -81,6 +84,11 @@ class FunctionalSpec:
     signature: inspect.Signature
     tensors: tuple[str, ...]
     reductions: tuple[str, ...]
+    target_kind: Kind = Kind.FLOAT
+
+    def kind(self, argument: str) -> Kind:
+        """What the tensor argument ``argument`` holds."""
+        return self.target_kind if argument == "target" else Kind.FLOAT
 
     @property
     def differentiable(self) -> tuple[str, ...]:
@@ -94,9 +102,13 @@ class FunctionalSpec:
 
 
 def _spec(
-    function: Callable[..., Tensor], tensors: tuple[str, ...], reductions: tuple[str, ...] = ("mean", "sum", "none"), name: str = ""
+    function: Callable[..., Tensor],
+    tensors: tuple[str, ...],
+    reductions: tuple[str, ...] = ("mean", "sum", "none"),
+    name: str = "",
+    target: Kind = Kind.FLOAT,
 ) -> FunctionalSpec:
-    return FunctionalSpec(name or function.__name__, function, inspect.signature(function), tensors, reductions)
+    return FunctionalSpec(name or function.__name__, function, inspect.signature(function), tensors, reductions, target)
 
 
 #: Every function of the family by name.
@@ -107,18 +119,18 @@ FUNCTIONS: dict[str, FunctionalSpec] = {
         _spec(F.mse_loss, ("input", "target", "weight")),
         _spec(F.smooth_l1_loss, ("input", "target")),
         _spec(F.huber_loss, ("input", "target", "weight")),
-        _spec(F.nll_loss, ("input", "target", "weight")),
+        _spec(F.nll_loss, ("input", "target", "weight"), target=Kind.INDEX),
         _spec(F.margin_ranking_loss, ("input1", "input2", "target")),
         _spec(F.hinge_embedding_loss, ("input", "target")),
         _spec(F.soft_margin_loss, ("input", "target")),
         _spec(F.multilabel_soft_margin_loss, ("input", "target", "weight")),
-        _spec(F.multilabel_margin_loss, ("input", "target")),
+        _spec(F.multilabel_margin_loss, ("input", "target"), target=Kind.INDEX),
         _spec(F.cosine_embedding_loss, ("input1", "input2", "target")),
-        _spec(F.multi_margin_loss, ("input", "target", "weight")),
+        _spec(F.multi_margin_loss, ("input", "target", "weight"), target=Kind.INDEX),
         _spec(F.triplet_margin_loss, ("anchor", "positive", "negative")),
         _spec(F.binary_cross_entropy, ("input", "target", "weight")),
         _spec(F.binary_cross_entropy_with_logits, ("input", "target", "weight", "pos_weight")),
-        _spec(F.cross_entropy, ("input", "target", "weight")),
+        _spec(F.cross_entropy, ("input", "target", "weight"), target=Kind.NUMBER),
         _spec(F.kl_div, ("input", "target"), ("mean", "batchmean", "sum", "none")),
         _spec(F.poisson_nll_loss, ("input", "target")),
         _spec(F.gaussian_nll_loss, ("input", "target", "var")),

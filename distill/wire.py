@@ -39,6 +39,8 @@ class Kind(Enum):
     FLOAT = ("float32", "float64", "float16", "bfloat16")
     INDEX = ("int64", "int32")
     MASK = ("bool", "uint8")
+    #: Class indices or float targets, told apart by dtype (JSON: integers or not), as PyTorch's cross_entropy tells them.
+    NUMBER = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
 
     @property
     def dtypes(self) -> dict[str, torch.dtype]:

@@ -70,11 +70,13 @@ def _too_large(field: str, elements: int | str, limit: int) -> TensorTooLarge:
     return TensorTooLarge(f"{field}: {what} exceeds the limit of {limit} elements", field=field)
 
 
-def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False) -> WireTensor:
+def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool = False, scalar: bool = False) -> WireTensor:
     """Decode one tensor field from its parsed JSON value.
 
     JSON floats are float64 unless ``single`` (the request computes in float32): then they are
     rounded to float32 in the one copy out of the parsed document, the values a later cast would give.
+    With ``scalar`` a bare JSON number is a 0-d tensor (float64, or int64 for an integer of a
+    :attr:`Kind.NUMBER` field). A :attr:`Kind.NUMBER` array of integers is int64, else float.
     """
     if isinstance(value, NumberArray):
         return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json")
@@ -84,6 +86,11 @@ def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool =
         return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
     if kind is Kind.INDEX and isinstance(value, int) and not isinstance(value, bool):
         return WireTensor(torch.tensor(value, dtype=torch.int64), "json")
+    if scalar and kind in (Kind.FLOAT, Kind.NUMBER) and isinstance(value, int | float) and not isinstance(value, bool):
+        integer = kind is Kind.NUMBER and isinstance(value, int)
+        if integer and not -(2**63) <= value < 2**63:
+            raise _bad("holds an integer beyond int64")
+        return WireTensor(torch.tensor(value, dtype=torch.int64 if integer else torch.float64), "json")
     if kind is Kind.MASK and isinstance(value, bool):
         return WireTensor(torch.tensor(value), "json")
     expected = "a nested list of numbers or a {dtype, shape, data} object"
@@ -145,16 +152,23 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
             raise _bad("must hold only true/false")
         _check_leaves(array, shape)
         return torch.from_numpy(values.astype(np.bool_).reshape(shape))
+    floating = kind is Kind.FLOAT
     try:
-        buffer = array.as_buffer(of_type="d" if kind is Kind.FLOAT else "i")
+        buffer = array.as_buffer(of_type="d" if floating else "i")
     except (TypeError, ValueError):
-        what = "numbers" if kind is Kind.FLOAT else "integers"
-        raise _bad(f"must hold only {what} (no strings, booleans, null or objects)") from None
-    values = np.frombuffer(buffer, dtype=np.float64 if kind is Kind.FLOAT else np.int64)
+        if kind is not Kind.NUMBER:
+            what = "numbers" if floating else "integers"
+            raise _bad(f"must hold only {what} (no strings, booleans, null or objects)") from None
+        floating = True  # not all integers: a float tensor
+        try:
+            buffer = array.as_buffer(of_type="d")
+        except (TypeError, ValueError):
+            raise _bad("must hold only numbers (no strings, booleans, null or objects)") from None
+    values = np.frombuffer(buffer, dtype=np.float64 if floating else np.int64)
     if values.size != elements:
         raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
     _check_leaves(array, shape)
-    return torch.from_numpy(values.astype(np.float32 if single and kind is Kind.FLOAT else values.dtype)).reshape(shape)
+    return torch.from_numpy(values.astype(np.float32 if single and floating else values.dtype)).reshape(shape)
 
 
 def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
@@ -165,8 +179,9 @@ def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: in
         raise _bad("must hold only true/false")
     if kind is Kind.INDEX and not array.integral:
         raise _bad("must hold only integers (no strings, booleans, null or objects)")
+    floating = kind is Kind.FLOAT or (kind is Kind.NUMBER and not array.integral)
     try:
-        values = array.floats(single) if kind is Kind.FLOAT else array.integers()
+        values = array.floats(single) if floating else array.integers()
     except InexactInteger as error:
         raise _bad(f"holds {error}") from None
     return torch.from_numpy(values)

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 import distill
 from distill import LOSSES, native
+from distill.functional import FUNCTIONS
 from distill.native.allocator import release_free_memory
 from distill.wire import Kind
 from service.codec import json_reader
@@ -31,16 +32,18 @@ from service.http.auth import SECURITY, require_api_key
 from service.http.openapi import problem_responses, request_body
 from service.pipeline.pipeline import V1
 from service.pipeline.requests import OBJECTIVE
-from service.pipeline.schemas import REQUESTS, DistillResponse, LossResponse
+from service.pipeline.schemas import FUNCTIONAL, REQUESTS, DistillResponse, FunctionalResponse, LossResponse
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 V1_PROTOCOL = V1()
 probes = APIRouter(tags=["probes"])
 
-#: Every computing route: (route, response model, summary), the registered losses first.
-ROUTES: list[tuple[str, type[BaseModel], str]] = [
-    *((spec.name, LossResponse, spec.summary) for spec in LOSSES.values()),
-    (OBJECTIVE, DistillResponse, "Combined objective Σ a_k·L_k and its gradient"),
+#: Every computing route: (route, response model, summary, tag), the registered losses first; a
+#: route ``functional.<name>`` is served at ``/v1/functional/<name>`` (operationId ``functional_<name>``).
+ROUTES: list[tuple[str, type[BaseModel], str, str]] = [
+    *((spec.name, LossResponse, spec.summary, "losses") for spec in LOSSES.values()),
+    (OBJECTIVE, DistillResponse, "Combined objective Σ a_k·L_k and its gradient", "losses"),
+    *((FUNCTIONAL + name, FunctionalResponse, f"torch.nn.functional.{name} and its gradients", "functional") for name in FUNCTIONS),
 ]
 
 
@@ -57,15 +60,15 @@ def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-for _route, _response, _summary in ROUTES:
+for _route, _response, _summary, _tag in ROUTES:
     v1.add_api_route(
-        f"/{_route}",
+        "/" + _route.replace(".", "/"),
         _endpoint(_route),
         methods=["POST"],
-        operation_id=_route,
+        operation_id=_route.replace(".", "_"),
         summary=_summary,
         description=(REQUESTS[_route].__doc__ or "").strip(),
-        tags=["losses"],
+        tags=[_tag],
         response_class=Response,
         responses={
             200: {"model": _response, "description": "The loss and its gradient"},
@@ -110,7 +113,7 @@ async def info(request: Request) -> Info:
         kernels=native.kernels_in_use(),
         json_reader="compiled" if json_reader.enabled() else "simdjson",
         dtypes=list(Kind.FLOAT.dtypes),
-        losses=[route for route, _, _ in ROUTES],
+        losses=[route for route, _, _, tag in ROUTES if tag == "losses"],
         max_body_bytes=runtime.settings.max_body_bytes,
         max_tensor_elements=runtime.settings.max_tensor_elements,
         batching=runtime.settings.batching,

@@ -119,7 +119,7 @@ class OipInfer:
                 )
             if output.name == "grad" and not compute_grad:
                 raise InvalidRequest("grad is asked for with compute_grad false", field=f"outputs.{position}.name")
-        call = engine_call(route, validated, runtime.device)
+        call = engine_call(route, validated, runtime.device, limit)
         return InferAnswer(route, request.id, outputs), call.prepare()
 
     def encode(self, answer: InferAnswer, result: LossResult | DistillResult) -> tuple[list[bytes], int | None]:

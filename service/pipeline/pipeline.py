@@ -52,7 +52,7 @@ class V1:
         document = parse_json_object(body)
         request = validate(route, document, runtime.settings.max_tensor_elements)
         del document  # with it the compiled reader's parsed numbers; the decoded tensors own their memory
-        call = engine_call(route, request, runtime.device)
+        call = engine_call(route, request, runtime.device, runtime.settings.max_tensor_elements)
         return call, call.prepare()
 
     def encode(self, call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:

@@ -7,18 +7,28 @@ from typing import Any
 import torch
 
 from distill import DistillResult, LossResult
+from distill.functional import FunctionalResult
 from service.codec.parts import dump_parts
 from service.codec.tensors import Encoding, encode, encode_number
 
 
-def render(encoding: Encoding, result: LossResult | DistillResult) -> list[bytes]:
+def render(encoding: Encoding, result: LossResult | DistillResult | FunctionalResult) -> list[bytes]:
     """The response body for an engine result, its tensors in ``encoding``.
 
     Raises:
         NotRepresentable: a value JSON cannot carry (non-finite) in a JSON response.
     """
-    if isinstance(result, DistillResult):
-        body: dict[str, Any] = {
+    body: dict[str, Any]
+    if isinstance(result, FunctionalResult):
+        body = {
+            "loss": _tensor_or_number(result.loss, encoding, "loss"),
+            "reduction": result.reduction,
+            "loss_sum": encode_number(result.loss_sum, "loss_sum"),
+            "normalizer": result.normalizer,
+            "grads": {name: _tensor_or_number(grad, encoding, f"grads.{name}") for name, grad in result.grads.items()},
+        }
+    elif isinstance(result, DistillResult):
+        body = {
             "loss": encode_number(float(result.loss), "loss"),
             "grad": _grad(result.grad, encoding, "grad"),
             "terms": [
@@ -47,3 +57,10 @@ def _loss_fields(result: LossResult, encoding: Encoding, prefix: str) -> dict[st
 
 def _grad(grad: torch.Tensor | None, encoding: Encoding, field: str) -> Any:
     return None if grad is None else encode(grad, encoding, field)
+
+
+def _tensor_or_number(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
+    """A 0-d tensor as a bare JSON number (in a JSON response), anything else as a tensor."""
+    if tensor.dim() == 0 and encoding == "json":
+        return encode_number(float(tensor), field)
+    return encode(tensor, encoding, field)

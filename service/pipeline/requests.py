@@ -8,6 +8,7 @@ list of fields to skip.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -15,9 +16,11 @@ from typing import Any
 
 import torch
 
-from distill import LOSSES, Term, Work, distill, run, wire
+from distill import LOSSES, Term, Work, distill, functional, run, wire
+from distill.functional import FUNCTIONS
 from service.codec.tensors import Encoding, WireTensor
-from service.pipeline.schemas import Strict
+from service.errors import TensorTooLarge
+from service.pipeline.schemas import FUNCTIONAL, Strict
 
 #: The route of the combined objective; every other route is a registered loss's name.
 OBJECTIVE = "distill"
@@ -28,7 +31,7 @@ class EngineCall:
     """Everything needed to run one request on the engine and encode its answer.
 
     Attributes:
-        route: a registered loss's name, or ``distill`` (the combined objective).
+        route: a registered loss's name, ``distill`` (the combined objective), or ``functional.<name>``.
         kwargs: the engine function's keyword arguments.
         encoding: how the response's tensors are encoded.
     """
@@ -40,17 +43,52 @@ class EngineCall:
     def prepare(self) -> Work:
         """Validate on the engine (blocking): batchable work for a loss that batches, a callable otherwise.
 
-        The combined objective is not batched across requests: it runs as one unit of work.
+        The combined objective and the functional family are not batched across requests: each
+        runs as one unit of work (the family's checks are PyTorch's own, made when it computes).
         """
         if self.route == OBJECTIVE:
             return partial(distill, **self.kwargs)
+        if self.route.startswith(FUNCTIONAL):
+            return partial(functional.compute, self.route.removeprefix(FUNCTIONAL), **self.kwargs)
         spec = LOSSES[self.route]
         prepared = spec.prepare(**self.kwargs)
         return prepared if spec.batches else partial(run, prepared)
 
 
-def engine_call(route: str, request: Strict, device: torch.device) -> EngineCall:
-    """Turn a validated request into engine keyword arguments on ``device``."""
+#: Most pair comparisons one multilabel_margin_loss call may make (N·C², each class against each
+#: target of its row; about 2 ns each on a CPU core, so this bounds the call near two seconds).
+MAX_MARGIN_PAIRS = 1 << 30
+
+
+def bound_functional_work(name: str, kwargs: dict[str, Any], max_elements: int) -> None:
+    """Refuse a functional call whose work outgrows its request: tensors that broadcast to more than
+    ``max_elements`` elements, or a multilabel margin loss with more than :data:`MAX_MARGIN_PAIRS` pairs.
+
+    Raises:
+        TensorTooLarge: either bound is exceeded (the field named is the first tensor).
+    """
+    spec = FUNCTIONS[name]
+    shapes = [kwargs[argument].shape for argument in spec.tensors if isinstance(kwargs.get(argument), torch.Tensor)]
+    try:
+        broadcast = math.prod(torch.broadcast_shapes(*shapes))
+    except RuntimeError:  # not broadcastable: PyTorch's own shape rules apply, and it refuses them
+        broadcast = 0
+    if broadcast > max_elements:
+        raise TensorTooLarge(f"the tensors broadcast to {broadcast} elements, over the limit of {max_elements}", field=spec.tensors[0])
+    if name == "multilabel_margin_loss" and shapes:
+        rows, classes = (math.prod(shapes[0][:-1]), shapes[0][-1]) if len(shapes[0]) else (1, 1)
+        if rows * classes * classes > MAX_MARGIN_PAIRS:
+            raise TensorTooLarge(
+                f"N·C² = {rows * classes * classes} margin comparisons, over the limit of {MAX_MARGIN_PAIRS}", field="input"
+            )
+
+
+def engine_call(route: str, request: Strict, device: torch.device, max_elements: int) -> EngineCall:
+    """Turn a validated request into engine keyword arguments on ``device``.
+
+    Raises:
+        TensorTooLarge: a functional call's work would outgrow its request (:func:`bound_functional_work`).
+    """
     dtype = wire.DTYPES[request.dtype]  # type: ignore[attr-defined]
 
     def tensor(value: Any) -> Any:
@@ -62,6 +100,15 @@ def engine_call(route: str, request: Strict, device: torch.device) -> EngineCall
     def arguments(model: Strict, names: Iterable[str]) -> dict[str, Any]:
         return {name: tensor(getattr(model, name)) for name in names}
 
+    if route.startswith(FUNCTIONAL):
+        function = FUNCTIONS[route.removeprefix(FUNCTIONAL)]
+        kwargs = arguments(request, (*function.signature.parameters, "grad_wrt"))
+        bound_functional_work(function.name, kwargs, max_elements)
+        if isinstance(kwargs.get("var"), torch.Tensor) and kwargs["var"].dim() == 0:
+            kwargs["var"] = float(kwargs["var"])  # gaussian_nll_loss takes a number for a constant variance
+        tensors = [getattr(request, name) for name in function.tensors if getattr(request, name) is not None]
+        encoding: Encoding = request.response_encoding or (tensors[0].encoding if tensors else "json")  # type: ignore[attr-defined]
+        return EngineCall(route, kwargs, encoding)
     if route == OBJECTIVE:
         terms = [Term(term.loss, term.coefficient, arguments(term, LOSSES[term.loss].term_parameters)) for term in request.terms]  # type: ignore[attr-defined]
         kwargs = arguments(request, ("student_logits", "mask", "compute_grad", "term_grads")) | {"terms": terms}
@@ -71,5 +118,5 @@ def engine_call(route: str, request: Strict, device: torch.device) -> EngineCall
         kwargs = arguments(request, spec.parameters)
         students = tuple(student.name for student in spec.students)
     given = [getattr(request, name) for name in students if getattr(request, name) is not None]
-    encoding: Encoding = request.response_encoding or (given[0].encoding if given else "json")  # type: ignore[attr-defined]
+    encoding = request.response_encoding or (given[0].encoding if given else "json")  # type: ignore[attr-defined]
     return EngineCall(route, kwargs, encoding)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInf
 from typing_extensions import TypeAliasType
 
 from distill import LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
+from distill.functional import FUNCTIONS, LEGACY_FLAGS, FunctionalSpec
 from distill.wire import Kind
 from service.codec.tensors import BinaryTensor, WireTensor, decode
 
@@ -38,15 +39,22 @@ NestedIntegers = TypeAliasType("NestedIntegers", list[int | list[Any]])
 NestedBooleans = TypeAliasType("NestedBooleans", list[bool | list[Any]])
 
 
-def _validator(kind: Kind) -> PlainValidator:
+def _validator(kind: Kind, scalar: bool = False) -> PlainValidator:
+    """The validator of a tensor field; with ``scalar``, a bare JSON number is a 0-d tensor."""
+
     def validate(value: Any, info: ValidationInfo) -> WireTensor:
         if isinstance(value, WireTensor):
             return value
         context = info.context or {}
         limit = context.get("max_elements", DEFAULT_MAX_ELEMENTS)
-        return decode(value, kind, info.field_name or "tensor", limit, single=context.get("json_dtype") == "float32")
+        return decode(value, kind, info.field_name or "tensor", limit, single=context.get("json_dtype") == "float32", scalar=scalar)
 
-    schema_type = {Kind.FLOAT: NestedNumbers, Kind.INDEX: NestedIntegers | int, Kind.MASK: NestedBooleans | bool}[kind]
+    schema_type = {
+        Kind.FLOAT: NestedNumbers | float if scalar else NestedNumbers,
+        Kind.NUMBER: NestedNumbers | float,
+        Kind.INDEX: NestedIntegers | int,
+        Kind.MASK: NestedBooleans | bool,
+    }[kind]
     return PlainValidator(validate, json_schema_input_type=schema_type | BinaryTensor)
 
 
@@ -160,11 +168,48 @@ def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     return create_model("DistillRequest", __base__=Encodings, __doc__=doc, **fields)
 
 
+#: The route of each function of torch.nn.functional's loss family: ``functional.<name>``.
+FUNCTIONAL = "functional."
+_OPTION_TYPES = {"float": float, "int": int, "bool": bool, float: float, int: int, bool: bool}
+
+
+def functional_model(spec: FunctionalSpec) -> type[Strict]:
+    """``Functional<Name>Request``: the function's own arguments (names and defaults), the legacy flags
+    where it takes them, ``grad_wrt``, and the wire fields. Tensors may be 0-d (a bare JSON number)."""
+    fields: dict[str, Any] = {}
+    for name, parameter in spec.signature.parameters.items():
+        required = parameter.default is inspect.Parameter.empty
+        if name in spec.tensors:
+            annotation: Any = Annotated[WireTensor, _validator(spec.kind(name), scalar=True)]
+            fields[name] = (annotation, Field(description=f"{name} of {spec.name}")) if required else (annotation | None, Field(None))
+        elif name == "reduction":
+            fields[name] = (Literal[spec.reductions], Field(parameter.default, description="none, or how the loss elements are reduced"))
+        elif name in LEGACY_FLAGS:
+            fields[name] = (bool | None, Field(None, strict=True, description="Legacy flag, mapped to a reduction as PyTorch maps it."))
+        else:
+            kind = _OPTION_TYPES[parameter.annotation]
+            finite: dict[str, Any] = {"allow_inf_nan": False} if kind is float else {}
+            fields[name] = (kind, Field(parameter.default, strict=True, **finite))
+    differentiable: Any = Literal.__getitem__(spec.differentiable)
+    fields["grad_wrt"] = (
+        list[differentiable] | None,
+        Field(None, description=f"The arguments to return gradients for (default: all of {', '.join(spec.differentiable)})."),
+    )
+    title = "".join(part.title() for part in spec.name.split("_"))
+    doc = f"torch.nn.functional.{spec.name}, with the gradients of the loss; arguments as PyTorch names them."
+    return create_model(f"Functional{title}Request", __base__=Encodings, __doc__=doc, **fields)
+
+
 TERMS: dict[str, type[Strict]] = {spec.name: term_model(spec) for spec in LOSSES.values()}
 DistillRequest = distill_request(list(TERMS.values()))
 
-#: The request model of every route: each registered loss, and ``distill`` (the combined objective).
-REQUESTS: dict[str, type[Strict]] = {**{spec.name: request_model(spec) for spec in LOSSES.values()}, "distill": DistillRequest}
+#: The request model of every route: each registered loss, ``distill`` (the combined objective), and
+#: ``functional.<name>`` for each function of the family.
+REQUESTS: dict[str, type[Strict]] = {
+    **{spec.name: request_model(spec) for spec in LOSSES.values()},
+    "distill": DistillRequest,
+    **{FUNCTIONAL + spec.name: functional_model(spec) for spec in FUNCTIONS.values()},
+}
 
 
 def validate(route: str, document: dict[str, Any], max_elements: int) -> Strict:
@@ -190,6 +235,16 @@ class LossResponse(BaseModel):
     loss_sum: float = Field(description="Unreduced sum of the loss elements; loss = loss_sum / normalizer.")
     normalizer: float = Field(description="What loss_sum was divided by (rows, elements or summed weights; 1 for sum/none).")
     reduction: str
+
+
+class FunctionalResponse(BaseModel):
+    """A function of torch.nn.functional's loss family, its gradients, and its normalisation."""
+
+    loss: float | TensorOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
+    reduction: str = Field(description="The reduction applied (after mapping the legacy flags).")
+    loss_sum: float = Field(description="Sum of the unreduced loss elements; loss = loss_sum / normalizer.")
+    normalizer: float = Field(description="What loss_sum was divided by (elements, batch size or summed weights; 1 for sum/none).")
+    grads: dict[str, float | TensorOutput] = Field(description="Argument name → d(loss)/d(argument), shaped and encoded like it.")
 
 
 _term_fields: dict[str, Any] = {"name": (Literal[tuple(LOSSES)], ...), "coefficient": (float, ...)}

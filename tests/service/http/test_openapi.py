@@ -7,6 +7,7 @@ import json
 from openapi_spec_validator import validate
 
 from distill import LOSSES
+from distill.functional import FUNCTIONS
 from scripts.export_openapi import SPEC, render
 
 COMMITTED = json.loads(SPEC.read_text())
@@ -23,9 +24,11 @@ def test_spec_is_valid_openapi():
 def test_operation_ids_are_chosen():
     ids = {path: next(iter(methods.values()))["operationId"] for path, methods in COMMITTED["paths"].items()}
     losses = {f"/v1/{name}": name for name in LOSSES}
+    functions = {f"/v1/functional/{name}": f"functional_{name}" for name in FUNCTIONS}
     assert {"/v1/kl_div", "/v1/bce", "/v1/cross_entropy"} <= set(losses)
     assert ids == {
         **losses,
+        **functions,
         "/v1/distill": "distill",
         "/v1/info": "info",
         "/livez": "livez",
