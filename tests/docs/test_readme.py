@@ -21,7 +21,7 @@ from distill import native
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 EXAMPLE = re.compile(
-    r"```bash\ncurl -s localhost:8000(/v1/\w+) -H 'content-type: application/json' -d '(.*?)'\n```\n```json\n(.*?)\n```", re.DOTALL
+    r"```bash\ncurl -s localhost:8000(/v1/[\w/]+) -H 'content-type: application/json' -d '(.*?)'\n```\n```json\n(.*?)\n```", re.DOTALL
 )
 CASES = EXAMPLE.findall(README)
 
