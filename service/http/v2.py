@@ -139,6 +139,11 @@ async def server_ready(request: Request) -> dict[str, Any]:
     return {"ready": True}
 
 
+def _version(model: str, version: str) -> None:
+    if version != VERSION:
+        raise UnknownModel(f"model {model[:64]!r} has only version {VERSION}", field="version")
+
+
 @v2.get(
     "/models/{model}",
     operation_id="oip_model_metadata",
@@ -149,6 +154,20 @@ async def server_ready(request: Request) -> dict[str, Any]:
 async def model_metadata(model: str) -> dict[str, Any]:
     """A loss's inputs (the /v1 request's tensor fields) and outputs, with datatypes and shapes."""
     return metadata(_model(model))
+
+
+@v2.get(
+    "/models/{model}/versions/{version}",
+    operation_id="oip_model_version_metadata",
+    response_model=ModelMetadata,
+    responses=_errors(401, 404),
+    openapi_extra={"security": SECURITY},
+)
+async def model_version_metadata(model: str, version: str) -> dict[str, Any]:
+    """As ``/v2/models/{model}``, for the model's one version (``1``)."""
+    spec = _model(model)
+    _version(model, version)
+    return metadata(spec)
 
 
 @v2.get(
@@ -164,6 +183,20 @@ async def model_ready(model: str, request: Request) -> dict[str, Any]:
     if not request.app.state.runtime.ready:
         raise NotReady("the engine is warming up or shutting down")
     return {"name": spec.name, "ready": True}
+
+
+@v2.get(
+    "/models/{model}/versions/{version}/ready",
+    operation_id="oip_model_version_ready",
+    response_model=ModelReady,
+    responses=_errors(401, 404, 503),
+    openapi_extra={"security": SECURITY},
+)
+async def model_version_ready(model: str, version: str, request: Request) -> dict[str, Any]:
+    """As ``/v2/models/{model}/ready``, for the model's one version (``1``)."""
+    _model(model)
+    _version(model, version)
+    return await model_ready(model, request)
 
 
 async def _infer(model: str, request: Request) -> Response:
@@ -208,6 +241,6 @@ async def model_infer(model: str, request: Request) -> Response:
 @v2.post("/models/{model}/versions/{version}/infer", operation_id="oip_model_version_infer", **_INFER)
 async def model_version_infer(model: str, version: str, request: Request) -> Response:
     """As ``/v2/models/{model}/infer``, for the model's one version (``1``)."""
-    if version != VERSION:
-        raise UnknownModel(f"model {model[:64]!r} has only version {VERSION}", field="version")
+    _model(model)
+    _version(model, version)
     return await _infer(model, request)

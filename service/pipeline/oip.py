@@ -41,13 +41,16 @@ def parameter_names(spec: LossSpec) -> tuple[str, ...]:
 def metadata(spec: LossSpec) -> dict[str, Any]:
     """The model metadata of a loss: its inputs and outputs with datatypes and shapes (-1: any size).
 
-    A float input accepts FP32, FP64, FP16 and BF16 (FP32 is listed); per-class tensors are [-1, -1]
-    (rows, classes; more leading dimensions are flattened into rows), labels and the mask [-1].
+    A float input accepts FP32, FP64, FP16 and BF16 (FP32 is listed). Shapes are those of a 2-D
+    student: per-class tensors [-1, -1] (rows, classes; a student of more dimensions has its leading
+    ones flattened into rows, and the other inputs follow it), labels and the mask [-1] (one per
+    row), weights [-1] (one per class, or broadcast as the loss documents).
     """
-    per_row = {"labels", "mask"}
+    one_per_row = {"labels", "mask"}
+    weights = {tensor.name for tensor in spec.inputs if tensor.role == "weight"}
     datatype = {Kind.FLOAT: "FP32", Kind.INDEX: "INT64", Kind.MASK: "BOOL"}
     inputs = [
-        {"name": name, "datatype": datatype[kind], "shape": [-1] if name in per_row else [-1, -1]}
+        {"name": name, "datatype": datatype[kind], "shape": [-1] if name in one_per_row | weights else [-1, -1]}
         for name, kind in input_kinds(spec).items()
     ]
     outputs = [

@@ -42,6 +42,8 @@ def test_operation_ids_are_chosen():
         "/v2/models/{model}/ready": "oip_model_ready",
         "/v2/models/{model}/infer": "oip_model_infer",
         "/v2/models/{model}/versions/{version}/infer": "oip_model_version_infer",
+        "/v2/models/{model}/versions/{version}": "oip_model_version_metadata",
+        "/v2/models/{model}/versions/{version}/ready": "oip_model_version_ready",
     }
 
 

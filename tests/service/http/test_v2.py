@@ -210,6 +210,9 @@ def test_unknown_models_versions_and_media_types(client: TestClient) -> None:
     body = {"inputs": [json_input("student_logits", STUDENT), json_input("teacher_logits", TEACHER)]}
     assert client.post("/v2/models/kl_div/versions/1/infer", json=body).status_code == 200
     assert client.post("/v2/models/kl_div/versions/2/infer", json=body).status_code == 404
+    assert client.get("/v2/models/kl_div/versions/1").json()["name"] == "kl_div"
+    assert client.get("/v2/models/kl_div/versions/1/ready").json() == {"name": "kl_div", "ready": True}
+    assert client.get("/v2/models/kl_div/versions/3/ready").status_code == 404
     response = client.post("/v2/models/kl_div/infer", content=b"{}", headers={"content-type": "text/plain"})
     assert response.status_code == 415 and "error" in response.json()
 
