@@ -1,6 +1,7 @@
 """The Open Inference Protocol v2 routes (KServe, Triton): server and model metadata, health, infer.
 
-Every single loss is a model named as its ``/v1`` route (``kl_div``, ``cross_entropy``…), version
+Every single loss is a model named as its ``/v1`` route (``kl_div``, ``cross_entropy``…), and every
+function of torch.nn.functional's loss family one named ``functional.<name>``; each has version
 ``1``. Infer requests go through the same pipeline, batcher, limits and metrics as ``/v1``; the
 protocol's own parsing and rendering is :mod:`service.codec.oip` and :mod:`service.pipeline.oip`.
 The health routes are open, like ``/livez`` and ``/readyz``; the rest take the API key. Errors are
@@ -15,13 +16,12 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 import distill
-from distill import LOSSES, LossSpec
 from distill.native.allocator import release_free_memory
 from service.codec.body import read_body
 from service.codec.parts import PartsResponse
 from service.errors import NotReady, UnknownModel
 from service.http.auth import SECURITY, require_api_key
-from service.pipeline.oip import OipInfer, metadata
+from service.pipeline.oip import MODELS, Model, OipInfer
 
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])
 v2 = APIRouter(prefix="/v2", tags=["open inference protocol"], dependencies=[Depends(require_api_key)])
@@ -108,10 +108,10 @@ class InferError(BaseModel):
     error: str
 
 
-def _model(name: str) -> LossSpec:
-    spec = LOSSES.get(name)
+def _model(name: str) -> Model:
+    spec = MODELS.get(name)
     if spec is None:
-        raise UnknownModel(f"no model named {name[:64]!r}; the models are {', '.join(LOSSES)}", field="model")
+        raise UnknownModel(f"no model named {name[:64]!r}; the models are {', '.join(MODELS)}", field="model")
     return spec
 
 
@@ -153,7 +153,7 @@ def _version(model: str, version: str) -> None:
 )
 async def model_metadata(model: str) -> dict[str, Any]:
     """A loss's inputs (the /v1 request's tensor fields) and outputs, with datatypes and shapes."""
-    return metadata(_model(model))
+    return _model(model).metadata
 
 
 @v2.get(
@@ -167,7 +167,7 @@ async def model_version_metadata(model: str, version: str) -> dict[str, Any]:
     """As ``/v2/models/{model}``, for the model's one version (``1``)."""
     spec = _model(model)
     _version(model, version)
-    return metadata(spec)
+    return spec.metadata
 
 
 @v2.get(

@@ -247,3 +247,33 @@ def test_header_lengths_are_ascii_digits_within_the_body(client: TestClient) -> 
             header_length(value, 100)
     response = client.post("/v2/models/kl_div/infer", content=b"\xff\x00", headers={"content-type": "application/octet-stream"})
     assert response.status_code == 400 and "needs the Inference-Header-Content-Length header" in response.json()["error"]
+
+
+def test_the_functional_family_is_served_as_models(client: TestClient) -> None:
+    metadata = client.get("/v2/models/functional.triplet_margin_loss").json()
+    assert [item["name"] for item in metadata["inputs"]] == ["anchor", "positive", "negative"]
+    assert [item["name"] for item in metadata["outputs"]] == [
+        "loss",
+        "grads.anchor",
+        "grads.positive",
+        "grads.negative",
+        "loss_sum",
+        "normalizer",
+    ]
+    anchor, positive, negative = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    content, headers = binary_request(
+        [("anchor", anchor, "FP32"), ("positive", positive, "FP32"), ("negative", negative, "FP32")],
+        parameters={"margin": 0.5, "size_average": False},
+        outputs=[{"name": "loss"}, {"name": "grads.negative", "parameters": {"binary_data": True}}],
+    )
+    response = client.post("/v2/models/functional.triplet_margin_loss/infer", content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    values = outputs_of(response)
+    assert set(values) == {"loss", "grads.negative"}
+    expected = distill.functional.triplet_margin_loss(anchor, positive, negative, margin=0.5, size_average=False)
+    assert values["loss"][0] == pytest.approx(float(expected.loss), rel=1e-6)
+    np.testing.assert_array_equal(values["grads.negative"], expected.grads["negative"].numpy())
+    body = {"inputs": [json_input("input", STUDENT), {"name": "target", "shape": [2], "datatype": "INT64", "data": [0, 2]}]}
+    values = outputs_of(client.post("/v2/models/functional.cross_entropy/infer", json=body))
+    assert set(values) == {"loss", "grads.input", "loss_sum", "normalizer"}
+    assert values["loss"][0] == pytest.approx(float(distill.functional.cross_entropy(STUDENT, torch.tensor([0, 2])).loss), rel=1e-6)
