@@ -116,6 +116,8 @@ def _model(name: str) -> Model:
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Error responses in the protocol's shape (422 declared too where the path has parameters, so
+    that FastAPI adds no validation-error schema of its own)."""
     return {status: {"model": InferError, "description": "The protocol's error object"} for status in statuses}
 
 
@@ -148,7 +150,7 @@ def _version(model: str, version: str) -> None:
     "/models/{model}",
     operation_id="oip_model_metadata",
     response_model=ModelMetadata,
-    responses=_errors(401, 404),
+    responses=_errors(401, 404, 422),
     openapi_extra={"security": SECURITY},
 )
 async def model_metadata(model: str) -> dict[str, Any]:
@@ -160,7 +162,7 @@ async def model_metadata(model: str) -> dict[str, Any]:
     "/models/{model}/versions/{version}",
     operation_id="oip_model_version_metadata",
     response_model=ModelMetadata,
-    responses=_errors(401, 404),
+    responses=_errors(401, 404, 422),
     openapi_extra={"security": SECURITY},
 )
 async def model_version_metadata(model: str, version: str) -> dict[str, Any]:
@@ -174,7 +176,7 @@ async def model_version_metadata(model: str, version: str) -> dict[str, Any]:
     "/models/{model}/ready",
     operation_id="oip_model_ready",
     response_model=ModelReady,
-    responses=_errors(401, 404, 503),
+    responses=_errors(401, 404, 422, 503),
     openapi_extra={"security": SECURITY},
 )
 async def model_ready(model: str, request: Request) -> dict[str, Any]:
@@ -189,7 +191,7 @@ async def model_ready(model: str, request: Request) -> dict[str, Any]:
     "/models/{model}/versions/{version}/ready",
     operation_id="oip_model_version_ready",
     response_model=ModelReady,
-    responses=_errors(401, 404, 503),
+    responses=_errors(401, 404, 422, 503),
     openapi_extra={"security": SECURITY},
 )
 async def model_version_ready(model: str, version: str, request: Request) -> dict[str, Any]:

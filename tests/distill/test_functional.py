@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -104,11 +105,13 @@ def reference(name: str) -> Callable[..., torch.Tensor]:
     return _focal if name == "sigmoid_focal_loss" else getattr(F, name)
 
 
-def expected(name: str, tensors: dict[str, Any], options: dict[str, Any], reduction: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PyTorch's own value and autograd gradients in float64."""
+def expected(
+    name: str, tensors: dict[str, Any], options: dict[str, Any], reduction: str, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PyTorch's own value and autograd gradients, computed in ``dtype``."""
     spec = DF.FUNCTIONS[name]
     leaves = {
-        key: value.detach().double().requires_grad_(key in spec.differentiable) if value.is_floating_point() else value
+        key: value.detach().to(dtype).requires_grad_(key in spec.differentiable) if value.is_floating_point() else value
         for key, value in tensors.items()
     }
     value = reference(name)(**leaves, **options, reduction=reduction)
@@ -123,22 +126,24 @@ def test_every_function_is_covered() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 2), (5, 7), (16, 33)])
 @pytest.mark.parametrize("name", list(DF.FUNCTIONS))
-def test_parity_with_torch_in_float64(name: str, shape: tuple[int, int], dtype: torch.dtype) -> None:
-    generator = torch.Generator().manual_seed(hash((name, shape)) % 2**31)
-    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+def test_parity_with_torch(name: str, shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """float64 against PyTorch in float64; float32 against PyTorch's own float32 answer (the same
+    function and autograd: their difference from float64 is PyTorch's, cancellation included)."""
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{name}{shape}".encode()))
+    tolerance = {"rtol": 1.3e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     for tensors, options in _cases(generator, *shape, dtype)[name]:
         for reduction in DF.FUNCTIONS[name].reductions:
             result = getattr(DF, name)(**tensors, **options, reduction=reduction)
-            value, grads = expected(name, tensors, options, reduction)
+            value, grads = expected(name, tensors, options, reduction, dtype)
             assert result.reduction == reduction
             if value.isnan().all():  # every class-index target ignored: PyTorch's NaN is answered as 0 / 0
                 assert float(result.loss) == 0.0 and result.normalizer == 0.0
                 continue
-            torch.testing.assert_close(result.loss.double(), value, **tolerance)
+            torch.testing.assert_close(result.loss, value, **tolerance)
             assert set(result.grads) == set(grads)
             for key, gradient in grads.items():
                 assert result.grads[key].dtype == tensors[key].dtype and result.grads[key].shape == tensors[key].shape
-                torch.testing.assert_close(result.grads[key].double(), gradient, **tolerance)
+                torch.testing.assert_close(result.grads[key], gradient, **tolerance)
             if reduction in ("mean", "batchmean"):
                 assert result.loss_sum / result.normalizer == pytest.approx(float(value), rel=1e-5, abs=1e-7)
             elif reduction == "sum":
