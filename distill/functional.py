@@ -23,14 +23,15 @@ targets of ``cross_entropy`` and ``nll_loss``, where PyTorch divides by Σ weigh
 targets that are not ``ignore_index`` (their count without weights), and for ``l1_loss`` and
 ``mse_loss`` with an element-wise ``weight``, Σ weight (``huber_loss`` divides its weighted elements by
 their count); ``kl_div``'s ``batchmean``
-divides by ``input.size(0)``. Where that normaliser is 0 (every target ignored) PyTorch answers NaN;
-here the loss is 0 with normaliser 0 and zero gradients, as on ``/v1``.
+divides by ``input.size(0)``. Where nothing contributes (an empty input, every target ignored)
+PyTorch answers NaN; here the loss is 0 with normaliser 0 and zero gradients, as on ``/v1``. Weights
+that sum to 0 over contributing elements are an InputError naming ``weight`` (PyTorch: ±inf or
+NaN); a negative sum divides as PyTorch divides. Half-precision losses are summed in float32.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -172,25 +173,27 @@ def reduction_of(spec: FunctionalSpec, arguments: dict[str, Any]) -> str:
     return reduction
 
 
-def _normalizer(spec: FunctionalSpec, arguments: dict[str, Any], elements: Tensor, reduction: str) -> float:
-    if reduction in ("sum", "none"):
-        return 1.0
+def _normalizer(spec: FunctionalSpec, arguments: dict[str, Any], elements: Tensor, reduction: str) -> tuple[float, int]:
+    """What ``mean``/``batchmean`` divide by, and how many loss elements (or targets) contribute."""
     if reduction == "batchmean":
-        return float(arguments["input"].size(0)) if arguments["input"].dim() else 1.0
+        return (float(arguments["input"].size(0)) if arguments["input"].dim() else 1.0), elements.numel()
     if spec.name in ("l1_loss", "mse_loss") and arguments.get("weight") is not None:
-        return float(arguments["weight"].detach().to(torch.float64).sum())
+        return float(arguments["weight"].detach().to(torch.float64).sum()), elements.numel()
     target = arguments.get("target")
     if spec.name in ("cross_entropy", "nll_loss") and isinstance(target, Tensor) and not target.is_floating_point():
         kept = target != arguments.get("ignore_index", -100)
         weight = arguments.get("weight")
         if weight is None:
-            return float(kept.sum())
-        return float(weight.detach().to(torch.float64)[target.masked_fill(~kept, 0)].masked_fill(~kept, 0).sum())
-    return float(elements.numel())
+            return float(kept.sum()), int(kept.sum())
+        chosen = weight.detach().to(torch.float64)[target.masked_fill(~kept, 0)].masked_fill(~kept, 0)
+        return float(chosen.sum()), int(kept.sum())
+    return float(elements.numel()), elements.numel()
 
 
 _MENTIONS = re.compile(
-    r"\b(input1|input2|input|inputs|targets|target|weight|pos_weight|anchor|positive|negative|var|margin|p|eps)\b", re.IGNORECASE
+    r"\b(input1|input2|input|inputs|targets|target|weight|pos_weight|anchor|positive|negative|var|margin|p|eps|delta|beta"
+    r"|label_smoothing|alpha|gamma)\b",
+    re.IGNORECASE,
 )
 
 
@@ -229,6 +232,8 @@ def compute(name: str, /, *args: Any, grad_wrt: Sequence[str] | None = None, **k
     unknown = [argument for argument in wanted if argument not in spec.differentiable]
     if unknown:
         raise InputError("grad_wrt", f"{unknown[0]!r} is not a differentiable argument of {name}: {', '.join(spec.differentiable)}")
+    if "var" in wanted and grad_wrt is not None and isinstance(arguments.get("var"), float | int):
+        raise InputError("grad_wrt", "var is a number (a constant variance) and has no gradient: send it as a tensor for one")
     leaves: dict[str, Tensor] = {}
     for argument in spec.tensors:
         value = arguments[argument]
@@ -240,29 +245,34 @@ def compute(name: str, /, *args: Any, grad_wrt: Sequence[str] | None = None, **k
             leaves[argument] = arguments[argument] = value.detach().requires_grad_(True)
         else:
             arguments[argument] = value.detach()
-    try:
-        with torch.enable_grad():
+    with torch.enable_grad():
+        try:
             elements = spec.function(**arguments)
-            normalizer = _normalizer(spec, arguments, elements, reduction)
-            total = elements.sum()
-            loss = elements if reduction == "none" else (total / normalizer if normalizer > 0 and reduction != "sum" else total)
-            if reduction not in ("sum", "none") and normalizer == 0:
-                loss = total * 0.0
-            differentiable = list(leaves.values())
-            gradients = (
-                torch.autograd.grad(total if reduction == "none" else loss, differentiable, allow_unused=True) if differentiable else ()
+        except (RuntimeError, ValueError, IndexError, TypeError) as error:
+            message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise InputError(_argument_in(message, spec), message) from None
+        normalizer, contributing = _normalizer(spec, arguments, elements, reduction) if reduction in ("mean", "batchmean") else (1.0, 1)
+        if contributing and not normalizer:
+            raise InputError(
+                "weight", "the weights of the contributing elements sum to 0: their weighted mean is undefined (use reduction 'sum')"
             )
-    except (RuntimeError, ValueError, IndexError, TypeError) as error:
-        message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise InputError(_argument_in(message, spec), message) from None
+        # Half-precision losses are summed in float32, as PyTorch's own reductions accumulate them.
+        total = elements.sum(dtype=torch.float32 if elements.dtype in (torch.float16, torch.bfloat16) else None)
+        if reduction == "none":
+            loss = elements
+        elif reduction == "sum":
+            loss = total.to(elements.dtype)
+        elif contributing == 0:  # an empty input, or every target ignored: 0 over 0, where PyTorch answers NaN
+            loss, normalizer = (total * 0.0).to(elements.dtype), 0.0
+        else:
+            loss = (total / normalizer).to(elements.dtype)
+        differentiable = list(leaves.values())
+        gradients = torch.autograd.grad(total if reduction == "none" else loss, differentiable, allow_unused=True) if differentiable else ()
     grads = {
         argument: (gradient if gradient is not None else torch.zeros_like(leaf)).detach()
         for (argument, leaf), gradient in zip(leaves.items(), gradients, strict=True)
     }
-    loss_sum = float(total.detach())
-    if not math.isfinite(loss_sum) and reduction != "none":
-        loss_sum = float(total.detach().double())
-    return FunctionalResult(loss.detach(), reduction, loss_sum, normalizer if reduction in ("mean", "batchmean") else 1.0, grads)
+    return FunctionalResult(loss.detach(), reduction, float(total.detach().double()), normalizer, grads)
 
 
 def _public(spec: FunctionalSpec) -> Callable[..., FunctionalResult]:

@@ -166,8 +166,11 @@ class OipInfer:
 
     @staticmethod
     def _default_outputs(model: Model, inputs: dict[str, WireTensor]) -> tuple[str, ...]:
-        """Every output, but a function's gradients only for float inputs that were given."""
-        given = {f"grads.{name}" for name, value in inputs.items() if value.tensor.is_floating_point()}
+        """Every output, but a function's gradients only for float inputs that were given (a 0-d var is a number)."""
+        # A 0-d var is a constant variance (a number to the engine): it has no gradient.
+        given = {
+            f"grads.{name}" for name, value in inputs.items() if value.tensor.is_floating_point() and (name != "var" or value.tensor.dim())
+        }
         return tuple(name for name in model.outputs if not name.startswith("grads.") or name in given)
 
     def encode(self, answer: InferAnswer, result: LossResult | DistillResult | FunctionalResult) -> tuple[list[bytes], int | None]:

@@ -61,22 +61,31 @@ MAX_MARGIN_PAIRS = 1 << 30
 
 
 def bound_functional_work(name: str, kwargs: dict[str, Any], max_elements: int) -> None:
-    """Refuse a functional call whose work outgrows its request: tensors that broadcast to more than
-    ``max_elements`` elements, or a multilabel margin loss with more than :data:`MAX_MARGIN_PAIRS` pairs.
+    """Refuse a functional call whose work outgrows its request: any two of its tensors that broadcast
+    to more than ``max_elements`` elements (the functions combine them pairwise, so each pair bounds an
+    intermediate), or a multilabel margin loss with more than :data:`MAX_MARGIN_PAIRS` pairs.
 
     Raises:
-        TensorTooLarge: either bound is exceeded (the field named is the first tensor).
+        TensorTooLarge: either bound is exceeded (the field named is the first tensor of the pair).
     """
     spec = FUNCTIONS[name]
-    shapes = [kwargs[argument].shape for argument in spec.tensors if isinstance(kwargs.get(argument), torch.Tensor)]
-    try:
-        broadcast = math.prod(torch.broadcast_shapes(*shapes))
-    except RuntimeError:  # not broadcastable: PyTorch's own shape rules apply, and it refuses them
-        broadcast = 0
-    if broadcast > max_elements:
-        raise TensorTooLarge(f"the tensors broadcast to {broadcast} elements, over the limit of {max_elements}", field=spec.tensors[0])
-    if name == "multilabel_margin_loss" and shapes:
-        rows, classes = (math.prod(shapes[0][:-1]), shapes[0][-1]) if len(shapes[0]) else (1, 1)
+    shapes = {argument: kwargs[argument].shape for argument in spec.tensors if isinstance(kwargs.get(argument), torch.Tensor)}
+    var, given = shapes.get("var"), shapes.get("input")
+    if var is not None and given is not None and len(given) and tuple(given[:-1]) == tuple(var):
+        shapes["var"] = torch.Size((*var, 1))  # gaussian_nll_loss's own reading of a per-row variance
+    names = list(shapes)
+    for position, first in enumerate(names):
+        for second in names[position + 1 :]:
+            try:
+                broadcast = math.prod(torch.broadcast_shapes(shapes[first], shapes[second]))
+            except RuntimeError:  # not broadcastable: PyTorch's own shape rules apply, and it refuses them
+                continue
+            if broadcast > max_elements:
+                detail = f"{first} and {second} broadcast to {broadcast} elements, over the limit of {max_elements}"
+                raise TensorTooLarge(detail, field=first)
+    if name == "multilabel_margin_loss" and "input" in shapes:
+        dims = shapes["input"]
+        rows, classes = (math.prod(dims[:-1]), dims[-1]) if len(dims) else (1, 1)
         if rows * classes * classes > MAX_MARGIN_PAIRS:
             raise TensorTooLarge(
                 f"N·C² = {rows * classes * classes} margin comparisons, over the limit of {MAX_MARGIN_PAIRS}", field="input"

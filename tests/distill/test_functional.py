@@ -231,3 +231,33 @@ def test_cross_entropy_is_shift_invariant_as_pytorch_is(rows: int, columns: int,
     )
     assert math.isfinite(result.loss_sum)
     torch.testing.assert_close(result.grads["input"].double(), grads["input"], rtol=1e-4, atol=1e-6)
+
+
+def test_weighted_means_divide_as_pytorch_divides_and_a_zero_weight_sum_is_refused() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.randn(4, 3, generator=generator), torch.randn(4, 3, generator=generator)
+    negative = -torch.ones(4, 3)
+    torch.testing.assert_close(DF.l1_loss(x, y, weight=negative).loss, F.l1_loss(x, y, weight=negative))
+    scores, labels = F.log_softmax(torch.randn(3, 3, generator=generator), -1), torch.tensor([0, 1, 2])
+    weights = torch.tensor([-1.0, -2.0, -3.0])
+    torch.testing.assert_close(DF.nll_loss(scores, labels, weight=weights).loss, F.nll_loss(scores, labels, weight=weights))
+    with pytest.raises(InputError) as raised:
+        DF.nll_loss(scores, labels, weight=torch.tensor([1.0, 0.0, -1.0]))
+    assert raised.value.argument == "weight"
+
+
+def test_half_precision_sums_accumulate_in_float32() -> None:
+    x = torch.full((70_000,), 2.0, dtype=torch.float16)
+    result = DF.mse_loss(x, torch.zeros_like(x))
+    assert result.loss.dtype == torch.float16 and float(result.loss) == 4.0 and result.loss_sum == 280_000.0
+    small = torch.randn(27, generator=torch.Generator().manual_seed(1)).bfloat16()
+    assert torch.equal(DF.l1_loss(small, torch.zeros_like(small)).loss, F.l1_loss(small, torch.zeros_like(small)))
+
+
+def test_an_empty_input_is_zero_over_zero_and_a_constant_variance_has_no_gradient() -> None:
+    result = DF.mse_loss(torch.zeros(0), torch.zeros(0))
+    assert float(result.loss) == 0.0 and result.normalizer == 0.0
+    assert set(DF.gaussian_nll_loss(torch.randn(2), torch.randn(2), 0.5).grads) == {"input"}
+    with pytest.raises(InputError) as raised:
+        DF.gaussian_nll_loss(torch.randn(2), torch.randn(2), 0.5, grad_wrt=["var"])
+    assert raised.value.argument == "grad_wrt"

@@ -70,6 +70,11 @@ def test_grad_wrt_narrows_and_names_only_differentiable_arguments(client: TestCl
         ("mse_loss", {"input": [[1.0]] * 6000, "target": [[1.0] * 6000]}, 413, "input"),
         ("multilabel_margin_loss", {"input": [[0.0] * 40000], "target": [[0] * 40000]}, 413, "input"),
         ("kl_div", {"input": [0.1], "target": [0.2], "reduction": "average"}, 422, "reduction"),
+        ("cosine_embedding_loss", {"input1": [[0.5]] * 6000, "input2": [[0.5] * 6000], "target": [1.0]}, 413, "input1"),
+        ("gaussian_nll_loss", {"input": [[0.5]] * 6000, "target": [[0.5] * 6001], "var": [1.0] * 6000}, 413, "input"),
+        ("nll_loss", {"input": [[0.1, 0.2, 0.3]], "target": [1], "weight": [1.0, 0.0, 1.0]}, 422, "weight"),
+        ("huber_loss", {"input": [1.0], "target": [2.0], "delta": 0.0}, 422, "delta"),
+        ("gaussian_nll_loss", {"input": [1.0, 2.0], "target": [3.0, 1.0], "var": 0.5, "grad_wrt": ["var"]}, 422, "grad_wrt"),
     ],
 )
 def test_what_pytorch_rejects_or_outgrows_the_request_names_the_field(
@@ -83,3 +88,9 @@ def test_what_pytorch_rejects_or_outgrows_the_request_names_the_field(
 def test_every_target_ignored_answers_zero_over_zero(client: TestClient) -> None:
     answer = client.post("/v1/functional/cross_entropy", json={"input": [[1.0, 2.0]], "target": [-100]}).json()
     assert answer["loss"] == 0.0 and answer["normalizer"] == 0.0 and answer["grads"]["input"] == [[0.0, 0.0]]
+
+
+def test_a_per_row_variance_is_not_taken_for_a_broadcast(client: TestClient) -> None:
+    # gaussian_nll_loss reads a var of the input's leading shape as one variance per row.
+    body = {"input": [[0.5, 1.0]] * 5000, "target": [[0.0, 1.0]] * 5000, "var": [1.0] * 5000}
+    assert client.post("/v1/functional/gaussian_nll_loss", json=body).status_code == 200
