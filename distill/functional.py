@@ -11,8 +11,9 @@ reducing reductions, as on every ``/v1`` answer), and the gradient of the loss (
 Shapes, dtypes and values follow each function's own rules (classes in dim 1 for ``cross_entropy``,
 ``nll_loss`` and ``multi_margin_loss``; no ``/v1`` row convention, mask or temperature): what PyTorch
 accepts is accepted, and what it rejects is an :class:`~distill.errors.InputError` naming the argument
-its message points at. The gradients are PyTorch's autograd on the function itself (for every
-function: none of these has a closed form faster than its own fused backward on CPU).
+its message points at. The gradients are PyTorch's autograd on the function itself, for every function
+(no closed form is used; benchmarks/functional.py puts the engine at autograd's time for the MSE,
+cosine-embedding and triplet-margin losses).
 
 ``sigmoid_focal_loss`` is torchvision's (``torchvision.ops.sigmoid_focal_loss``, Lin et al. 2017):
 p = σ(x), CE = BCE-with-logits(x, t), p_t = p·t + (1 − p)(1 − t), loss = CE·(1 − p_t)^γ, times

@@ -30,8 +30,8 @@ from distill import wire
 from service.codec.body import parse_json_object
 from service.codec.json_reader import InexactInteger, NumberArray
 from service.codec.parts import dump_parts
-from service.codec.tensors import MAX_DIMS, WireTensor
-from service.errors import InvalidRequest, MalformedBody, NotRepresentable, TensorTooLarge
+from service.codec.tensors import WireTensor, read_shape
+from service.errors import InvalidRequest, MalformedBody, NotRepresentable
 
 #: Protocol datatype → wire dtype name (:data:`distill.wire.DTYPES`).
 DATATYPES: dict[str, str] = {
@@ -160,7 +160,10 @@ def _input(item: Any, field: str, binary: memoryview, max_elements: int) -> tupl
         raise InvalidRequest("name must be a non-empty string", field=f"{field}.name")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidRequest(f"datatype must be one of {', '.join(DATATYPES)}", field=f"{field}.datatype")
-    shape = _shape(item.get("shape"), f"{field}.shape", name, max_elements)
+    try:
+        shape = read_shape(item.get("shape"), name, max_elements)
+    except ValueError as error:
+        raise InvalidRequest(str(error), field=f"{field}.shape") from None
     elements = math.prod(shape)
     dtype_name = DATATYPES[datatype]
     parameters = _object(item.get("parameters"), f"{field}.parameters")
@@ -188,26 +191,6 @@ def _input(item: Any, field: str, binary: memoryview, max_elements: int) -> tupl
 def _address(view: memoryview) -> int:
     """The address of a memoryview's first byte."""
     return ctypes.addressof(ctypes.c_char.from_buffer(view)) if len(view) else 0
-
-
-def _shape(value: Any, field: str, name: str, max_elements: int) -> tuple[int, ...]:
-    if isinstance(value, NumberArray):
-        try:
-            shape_list = value.integers().tolist() if value.integral and len(value.shape) == 1 and value.shape[0] <= MAX_DIMS else None
-        except InexactInteger:
-            raise TensorTooLarge(f"{name}: a dimension of 2^53 or more exceeds the limit of {max_elements} elements", field=name) from None
-    else:
-        shape_list = value.as_list() if isinstance(value, simdjson.Array) and len(value) <= MAX_DIMS else value
-    if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
-        raise InvalidRequest(f"must be a list of at most {MAX_DIMS} non-negative integers", field=field)
-    if len(shape_list) > MAX_DIMS:
-        raise InvalidRequest(f"has more than {MAX_DIMS} dimensions", field=field)
-    shape = tuple(shape_list)
-    elements = math.prod(shape)
-    if elements > max_elements or any(dimension > max_elements for dimension in shape):
-        what = f"{elements} elements" if elements > max_elements else f"a dimension of {max(shape)}"
-        raise TensorTooLarge(f"{name}: {what} exceeds the limit of {max_elements} elements", field=name)
-    return shape
 
 
 def _json_data(value: Any, dtype_name: str, shape: tuple[int, ...], field: str) -> torch.Tensor:

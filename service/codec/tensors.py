@@ -200,6 +200,33 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "string"
 
 
+def read_shape(value: Any, field: str, max_elements: int) -> tuple[int, ...]:
+    """A tensor's declared shape from its parsed JSON value (a binary tensor's ``shape``, an Open
+    Inference Protocol input's): at most :data:`MAX_DIMS` non-negative integers, their product and
+    each of them within ``max_elements`` (``[0, 2^32, 2^32]`` has no elements, but is refused).
+
+    Raises:
+        ValueError: not such a list (the message is the reason, to follow the field's name).
+        TensorTooLarge: beyond ``max_elements`` (naming ``field``).
+    """
+    if isinstance(value, NumberArray):
+        try:
+            listed = value.integers().tolist() if value.integral and len(value.shape) == 1 and value.shape[0] <= MAX_DIMS else None
+        except InexactInteger:
+            raise _too_large(field, "a dimension of 2^53 or more", max_elements) from None
+    else:
+        listed = value.as_list() if isinstance(value, simdjson.Array) and len(value) <= MAX_DIMS else value
+    if isinstance(listed, list) and len(listed) > MAX_DIMS:
+        raise ValueError(f"has more than {MAX_DIMS} dimensions")
+    if not isinstance(listed, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in listed):
+        raise ValueError(f"must be a list of at most {MAX_DIMS} non-negative integers")
+    shape = tuple(listed)
+    elements = math.prod(shape)
+    if elements > max_elements or any(dimension > max_elements for dimension in shape):
+        raise _too_large(field, elements if elements > max_elements else f"a dimension of {max(shape)}", max_elements)
+    return shape
+
+
 def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
     unknown = sorted(set(value) - {"dtype", "shape", "data"})
     if unknown or not {"dtype", "shape", "data"} <= set(value):
@@ -208,21 +235,11 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     if not isinstance(dtype_name, str) or dtype_name not in kind.dtypes:
         got = repr(dtype_name) if isinstance(dtype_name, str) else f"a {_json_type(dtype_name)}"
         raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {got}")
-    if isinstance(shape_value, NumberArray):
-        try:
-            shape_list = shape_value.integers().tolist() if shape_value.integral and len(shape_value.shape) == 1 else None
-        except InexactInteger:
-            raise _too_large(field, "a dimension of 2^53 or more", max_elements) from None
-    else:
-        shape_list = shape_value.as_list() if isinstance(shape_value, simdjson.Array) else shape_value
-    if not isinstance(shape_list, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_list):
-        raise _bad("shape must be a list of non-negative integers")
-    if len(shape_list) > MAX_DIMS:
-        raise _bad(f"shape has more than {MAX_DIMS} dimensions")
-    shape = tuple(shape_list)
+    try:
+        shape = read_shape(shape_value, field, max_elements)
+    except ValueError as error:
+        raise _bad(f"shape {error}") from None
     elements = math.prod(shape)
-    if elements > max_elements or any(dimension > max_elements for dimension in shape):  # [0, 2^32, 2^32] has no elements
-        raise _too_large(field, elements if elements > max_elements else f"a dimension of {max(shape)}", max_elements)
     if isinstance(data, PlainString):
         data = data.content()
     elif not isinstance(data, str):

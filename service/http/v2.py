@@ -142,43 +142,30 @@ async def server_ready(request: Request) -> dict[str, Any]:
 
 
 def _version(model: str, version: str) -> None:
+    """Refuse a version other than the one each model has (an unknown model first, as the unversioned route does)."""
+    _model(model)
     if version != VERSION:
         raise UnknownModel(f"model {model[:64]!r} has only version {VERSION}", field="version")
 
 
-@v2.get(
-    "/models/{model}",
-    operation_id="oip_model_metadata",
-    response_model=ModelMetadata,
-    responses=_errors(401, 404, 422),
-    openapi_extra={"security": SECURITY},
-)
+_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": _errors(401, 404, 422), "openapi_extra": {"security": SECURITY}}
+_READY: dict[str, Any] = {"response_model": ModelReady, "responses": _errors(401, 404, 422, 503), "openapi_extra": {"security": SECURITY}}
+
+
+@v2.get("/models/{model}", operation_id="oip_model_metadata", **_METADATA)
 async def model_metadata(model: str) -> dict[str, Any]:
-    """A loss's inputs (the /v1 request's tensor fields) and outputs, with datatypes and shapes."""
+    """A model's inputs (the /v1 request's tensor fields, or a function's tensor arguments) and outputs."""
     return _model(model).metadata
 
 
-@v2.get(
-    "/models/{model}/versions/{version}",
-    operation_id="oip_model_version_metadata",
-    response_model=ModelMetadata,
-    responses=_errors(401, 404, 422),
-    openapi_extra={"security": SECURITY},
-)
+@v2.get("/models/{model}/versions/{version}", operation_id="oip_model_version_metadata", **_METADATA)
 async def model_version_metadata(model: str, version: str) -> dict[str, Any]:
     """As ``/v2/models/{model}``, for the model's one version (``1``)."""
-    spec = _model(model)
     _version(model, version)
-    return spec.metadata
+    return await model_metadata(model)
 
 
-@v2.get(
-    "/models/{model}/ready",
-    operation_id="oip_model_ready",
-    response_model=ModelReady,
-    responses=_errors(401, 404, 422, 503),
-    openapi_extra={"security": SECURITY},
-)
+@v2.get("/models/{model}/ready", operation_id="oip_model_ready", **_READY)
 async def model_ready(model: str, request: Request) -> dict[str, Any]:
     """Whether the model (the engine) is ready: 503 while warming up or shutting down."""
     spec = _model(model)
@@ -187,16 +174,9 @@ async def model_ready(model: str, request: Request) -> dict[str, Any]:
     return {"name": spec.name, "ready": True}
 
 
-@v2.get(
-    "/models/{model}/versions/{version}/ready",
-    operation_id="oip_model_version_ready",
-    response_model=ModelReady,
-    responses=_errors(401, 404, 422, 503),
-    openapi_extra={"security": SECURITY},
-)
+@v2.get("/models/{model}/versions/{version}/ready", operation_id="oip_model_version_ready", **_READY)
 async def model_version_ready(model: str, version: str, request: Request) -> dict[str, Any]:
     """As ``/v2/models/{model}/ready``, for the model's one version (``1``)."""
-    _model(model)
     _version(model, version)
     return await model_ready(model, request)
 
@@ -243,6 +223,5 @@ async def model_infer(model: str, request: Request) -> Response:
 @v2.post("/models/{model}/versions/{version}/infer", operation_id="oip_model_version_infer", **_INFER)
 async def model_version_infer(model: str, version: str, request: Request) -> Response:
     """As ``/v2/models/{model}/infer``, for the model's one version (``1``)."""
-    _model(model)
     _version(model, version)
     return await _infer(model, request)

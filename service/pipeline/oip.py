@@ -129,6 +129,7 @@ class OipInfer:
         model = MODELS[route]
         limit = runtime.settings.max_tensor_elements
         request = parse_infer_request(body, header_length(self.header, len(body)), limit)
+        inputs: dict[str, WireTensor] = {}
         for position, (name, value) in enumerate(request.inputs.items()):
             if name not in model.inputs:
                 known = ", ".join(model.inputs)
@@ -137,22 +138,21 @@ class OipInfer:
             if dtype not in kind.dtypes:
                 accepted = ", ".join(PROTOCOL_NAMES[option] for option in kind.dtypes)
                 raise InvalidRequest(f"{name} takes {accepted}, not {PROTOCOL_NAMES[dtype]}", field=f"inputs.{position}.datatype")
-            if kind is Kind.MASK:
-                request.inputs[name] = WireTensor(value.tensor.bool(), value.encoding)
+            inputs[name] = WireTensor(value.tensor.bool(), value.encoding) if kind is Kind.MASK else value  # UINT8 masks, as on /v1
         for name in request.parameters:
             if name not in model.parameters:
                 known = ", ".join(("binary_data_output", *model.parameters))
                 raise InvalidRequest(
                     f"model {route} has no parameter {name[:64]!r}; its parameters are {known}", field=f"parameters.{name[:64]}"
                 )
-        outputs = request.outputs or [RequestedOutput(name, request.binary_output) for name in self._default_outputs(model, request.inputs)]
+        outputs = request.outputs or [RequestedOutput(name, request.binary_output) for name in self._default_outputs(model, inputs)]
         for position, output in enumerate(outputs):
             if output.name not in model.outputs:
                 known = ", ".join(model.outputs)
                 raise InvalidRequest(
                     f"model {route} has no output {output.name[:64]!r}; its outputs are {known}", field=f"outputs.{position}.name"
                 )
-        document: dict[str, Any] = {**request.parameters, **request.inputs}
+        document: dict[str, Any] = {**request.parameters, **inputs}
         if model.functional:
             document["grad_wrt"] = [output.name.removeprefix("grads.") for output in outputs if output.name.startswith("grads.")]
         validated = REQUESTS[route].model_validate(document, context={"max_elements": limit})
