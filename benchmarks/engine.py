@@ -187,10 +187,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
     parser.add_argument("--shapes", default="64x32000,8x1000", help="comma-separated ROWSxCLASSES")
-    parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")
+    parser.add_argument("--losses", default="", help=f"comma-separated, of {', '.join(TRANSCENDENTALS)} (default: all)")
     args = parser.parse_args()
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     wanted = set(filter(None, args.losses.split(",")))
+    if wanted - set(TRANSCENDENTALS):
+        parser.error(f"unknown losses {', '.join(sorted(wanted - set(TRANSCENDENTALS)))}; the cases are {', '.join(TRANSCENDENTALS)}")
     if not args.default_allocator:
         keep_freed_memory()
     device = torch.device(args.device)

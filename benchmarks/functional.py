@@ -4,7 +4,7 @@ The engine's functional family computes with PyTorch's own functions and autogra
 distill/functional.py); this measures what its argument handling, reduction bookkeeping and gradient
 collection add, on the shapes of hidden-state and metric-learning distillation.
 
-    python benchmarks/functional.py [--shape 4096x4096] [--repeats 20]
+    python -m benchmarks.functional [--shape 4096x4096] [--repeats 20]
 """
 
 from __future__ import annotations
