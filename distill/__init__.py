@@ -22,7 +22,7 @@ from distill.losses.bce import bce
 from distill.losses.common import STUDENT_LOGITS
 from distill.losses.cross_entropy import cross_entropy
 from distill.losses.kl_div import kl_div
-from distill.objective import MAX_COEFFICIENT, DistillResult, Term, TermResult, distill, hinton
+from distill.objective import FEATURE_NAME, LOGITS, MAX_COEFFICIENT, DistillResult, Term, TermResult, distill, hinton
 from distill.registry import COMMON, LOSSES, LossSpec, Option, TensorInput, register
 from distill.result import LossResult, Reduction
 from distill.rows.prepared import Prepared, run
@@ -39,6 +39,8 @@ def __getattr__(name: str) -> Callable[..., LossResult]:
 
 __all__ = [
     "COMMON",
+    "FEATURE_NAME",
+    "LOGITS",
     "LOSSES",
     "MAX_COEFFICIENT",
     "STUDENT_LOGITS",

@@ -8,13 +8,14 @@ loss = criterion(student(x), teacher_logits, labels)
 loss.backward()
 
 ``Remote<Title>`` (``RemoteKLDiv``, ``RemoteBCE``, ``RemoteCrossEntropy``, one per registered loss)
-come from :mod:`distill.client.modules`.
+come from :mod:`distill.client.modules`; ``RemoteObjective`` takes any terms, feature terms on named
+student tensors included.
 """
 
 from distill.client import modules
 from distill.client.errors import ServiceError
 from distill.client.http import AsyncDistillClient, DistillClient
-from distill.client.modules import RemoteDistillLoss, RemoteLoss
+from distill.client.modules import RemoteDistillLoss, RemoteLoss, RemoteObjective
 from distill.registry import LOSSES
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "DistillClient",
     "RemoteDistillLoss",
     "RemoteLoss",
+    "RemoteObjective",
     "ServiceError",
     *(f"Remote{spec.title}" for spec in LOSSES.values()),
 ]

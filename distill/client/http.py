@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from distill.client.errors import ServiceError
-from distill.client.wire import Encoding, distill_result, loss_result, request_body, term_body
+from distill.client.wire import Encoding, distill_result, encode_tensor, loss_result, request_body, term_body
 from distill.objective import Term
 from distill.registry import LOSSES
 
@@ -106,18 +106,23 @@ class _Calls:
         student_logits: Tensor,
         terms: Sequence[Term],
         *,
+        student_features: Mapping[str, Tensor] | None = None,
         mask: Tensor | None = None,
         compute_grad: bool = True,
         term_grads: bool = False,
     ) -> Any:
-        """``POST /v1/distill``; returns a :class:`~distill.objective.DistillResult` (awaitable when async)."""
+        """``POST /v1/distill`` with :func:`distill.distill`'s arguments; returns a
+        :class:`~distill.objective.DistillResult` (awaitable when async)."""
         student_logits = student_logits if isinstance(student_logits, Tensor) else torch.as_tensor(student_logits)
+        features = {name: torch.as_tensor(value) for name, value in (student_features or {}).items()}
         mask = mask if mask is None or isinstance(mask, Tensor) else torch.as_tensor(mask)
         body = request_body(
             {"student_logits": student_logits, "mask": mask}, {"compute_grad": compute_grad, "term_grads": term_grads}, self.encoding
         )
+        if features:
+            body["student_features"] = {name: encode_tensor(value, self.encoding) for name, value in features.items()}
         body["terms"] = [term_body(term, self.encoding) for term in terms]
-        return self._send(_Call("/v1/distill", body, lambda answer: distill_result(answer, student_logits)))
+        return self._send(_Call("/v1/distill", body, lambda answer: distill_result(answer, student_logits, features)))
 
     def info(self) -> Any:
         """``GET /v1/info`` as a dict (awaitable when async)."""

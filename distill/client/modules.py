@@ -2,7 +2,9 @@
 
 There is one module class per registered loss, named ``Remote<Title>`` after its registry entry
 (``RemoteKLDiv``, ``RemoteBCE``, ``RemoteCrossEntropy``) and made from that entry on first use,
-plus :class:`RemoteDistillLoss` for the combined objective.
+plus :class:`RemoteObjective` for the combined objective with any terms (feature terms included:
+gradients flow back to the logits and to every named student tensor) and :class:`RemoteDistillLoss`
+for Hinton's recipe.
 
 ``loss = RemoteKLDiv(client, temperature=4.0)(student_logits, teacher_logits)`` then
 ``loss.backward()`` propagates d(loss)/d(student_logits), as computed by the service, through the rest
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -29,29 +31,29 @@ from distill.objective import DistillResult, Term
 from distill.registry import LOSSES, LossSpec
 from distill.result import LossResult
 
-Compute = Callable[[Tensor, bool], LossResult | DistillResult]
+#: One service call: the detached students and whether gradients are wanted → the loss and, when
+#: wanted, one gradient per student (in the same order).
+Compute = Callable[[tuple[Tensor, ...], bool], tuple[Tensor, tuple[Tensor, ...]]]
 
 
 class _ServiceLoss(torch.autograd.Function):
-    """Autograd bridge: forward asks the service, backward scales the gradient it returned."""
+    """Autograd bridge: forward asks the service, backward scales the gradients it returned."""
 
     @staticmethod
-    def forward(ctx: Any, student: Tensor, compute: Compute) -> Tensor:  # type: ignore[override]
-        result = compute(student.detach(), True)
-        assert result.grad is not None
-        ctx.save_for_backward(result.grad.to(device=student.device, dtype=student.dtype))
-        return result.loss.to(student.device)
+    def forward(ctx: Any, compute: Compute, *students: Tensor) -> Tensor:  # type: ignore[override]
+        loss, grads = compute(tuple(student.detach() for student in students), True)
+        ctx.save_for_backward(*(grad.to(device=student.device, dtype=student.dtype) for grad, student in zip(grads, students, strict=True)))
+        return loss.to(students[0].device)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return (None, *(grad * grad_output.to(grad.dtype) for grad in ctx.saved_tensors))
 
 
-def _apply(student: Tensor, compute: Compute) -> Tensor:
-    if torch.is_grad_enabled() and student.requires_grad:
-        return _ServiceLoss.apply(student, compute)
-    return compute(student.detach(), False).loss.to(student.device)
+def _apply(compute: Compute, *students: Tensor) -> Tensor:
+    if torch.is_grad_enabled() and any(student.requires_grad for student in students):
+        return _ServiceLoss.apply(compute, *students)
+    return compute(tuple(student.detach() for student in students), False)[0].to(students[0].device)
 
 
 def _check_reduction(reduction: str) -> str:
@@ -87,10 +89,11 @@ class RemoteLoss(nn.Module):
         settings = {name: getattr(self, name) for name in _settings_signature(self.spec).parameters}
         student_name = self.spec.students[0].name
 
-        def compute(detached: Tensor, grad: bool) -> LossResult:
-            return self.client.loss(self.spec.name, **{student_name: detached}, **targets, **settings, compute_grad=grad)
+        def compute(detached: tuple[Tensor, ...], grad: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+            result: LossResult = self.client.loss(self.spec.name, **{student_name: detached[0]}, **targets, **settings, compute_grad=grad)
+            return result.loss, () if result.grad is None else (result.grad,)
 
-        return _apply(student, compute)
+        return _apply(compute, student)
 
 
 @functools.cache
@@ -146,11 +149,45 @@ def __getattr__(name: str) -> type[RemoteLoss]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class RemoteObjective(nn.Module):
+    """The combined objective Σ a_k · L_k with any terms, computed by the service in one call.
+
+    ``RemoteObjective(client)(student_logits, terms, student_features={"hidden": h}, mask=m)`` returns
+    the total loss; ``backward`` sends the service's gradients to the logits and to every named
+    student tensor (hidden states, attention maps) that requires grad. Terms are built per call (they
+    hold the batch's teacher tensors); see :func:`distill.distill` for their semantics.
+    """
+
+    def __init__(self, client: DistillClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        terms: Sequence[Term],
+        *,
+        student_features: Mapping[str, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        names = list(student_features or {})
+
+        def compute(detached: tuple[Tensor, ...], grad: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+            features = dict(zip(names, detached[1:], strict=True))
+            result: DistillResult = self.client.distill(detached[0], terms, student_features=features or None, mask=mask, compute_grad=grad)
+            if result.grad is None:
+                return result.loss, ()
+            return result.loss, (result.grad, *(result.grads[name] for name in names))
+
+        return _apply(compute, student_logits, *(student_features or {}).values())
+
+
 class RemoteDistillLoss(nn.Module):
     """Hinton's objective α·T²·KL(teacher ‖ student) + (1 − α)·CE(labels), computed by the service.
 
-    ``label_smoothing`` applies to the cross-entropy term. For other combinations, pass ``terms``
-    builders: a callable ``(teacher_logits, labels) -> list[Term]``.
+    ``label_smoothing`` applies to the cross-entropy term. For other combinations on the logits, pass
+    ``terms`` builders: a callable ``(teacher_logits, labels) -> list[Term]``; for terms on further
+    student tensors, :class:`RemoteObjective`.
     """
 
     def __init__(
@@ -163,6 +200,7 @@ class RemoteDistillLoss(nn.Module):
         terms: Callable[[Tensor, Tensor | None], list[Term]] | None = None,
     ) -> None:
         super().__init__()
+        self.objective = RemoteObjective(client)
         self.client, self.alpha, self.temperature, self.label_smoothing = client, alpha, temperature, label_smoothing
         self.terms = terms or self._hinton
 
@@ -177,9 +215,4 @@ class RemoteDistillLoss(nn.Module):
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None, *, mask: Tensor | None = None
     ) -> Tensor:
-        terms = self.terms(teacher_logits.detach(), labels)
-
-        def compute(student: Tensor, grad: bool) -> DistillResult:
-            return self.client.distill(student, terms, mask=mask, compute_grad=grad)
-
-        return _apply(student_logits, compute)
+        return self.objective(student_logits, self.terms(teacher_logits.detach(), labels), mask=mask)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from distill import wire
-from distill.objective import DistillResult, Term, TermResult
+from distill.objective import LOGITS, DistillResult, Term, TermResult
 from distill.result import LossResult
 
 Encoding = Literal["base64", "json"]
@@ -60,7 +60,8 @@ def term_body(term: Term, encoding: Encoding) -> dict[str, Any]:
     """One term of the combined objective as the service reads it."""
     tensors = {name: value for name, value in term.options.items() if isinstance(value, Tensor)}
     options = {name: value for name, value in term.options.items() if not isinstance(value, Tensor)}
-    return {"loss": term.loss, "coefficient": term.coefficient, **request_body(tensors, options, encoding)}
+    student = {} if term.student == LOGITS else {"student": term.student}
+    return {"loss": term.loss, "coefficient": term.coefficient, **student, **request_body(tensors, options, encoding)}
 
 
 def loss_result(body: dict[str, Any], student: Tensor) -> LossResult:
@@ -73,11 +74,16 @@ def loss_result(body: dict[str, Any], student: Tensor) -> LossResult:
     return LossResult(loss_tensor, grad, float(body["loss_sum"]), float(body["normalizer"]), body["reduction"])
 
 
-def distill_result(body: dict[str, Any], student: Tensor) -> DistillResult:
-    """A :class:`DistillResult` from a /v1/distill response."""
-    terms = [TermResult(term["name"], float(term["coefficient"]), loss_result(term, student)) for term in body["terms"]]
+def distill_result(body: dict[str, Any], student: Tensor, features: Mapping[str, Tensor] | None = None) -> DistillResult:
+    """A :class:`DistillResult` from a /v1/distill response (``features``: the named students sent)."""
+    students = {LOGITS: student, **(features or {})}
+    terms = [
+        TermResult(term["name"], float(term["coefficient"]), loss_result(term, students[term["student"]]), term["student"])
+        for term in body["terms"]
+    ]
     grad = decode_tensor(body["grad"], student) if body.get("grad") is not None else None
-    return DistillResult(torch.tensor(float(body["loss"]), dtype=_loss_dtype(student)), grad, terms)
+    grads = {name: decode_tensor(value, students[name]) for name, value in body.get("grads", {}).items()}
+    return DistillResult(torch.tensor(float(body["loss"]), dtype=_loss_dtype(student)), grad, terms, grads)
 
 
 def _loss_dtype(student: Tensor) -> torch.dtype:

@@ -31,8 +31,14 @@ def render(encoding: Encoding, result: LossResult | DistillResult | FunctionalRe
         body = {
             "loss": encode_number(float(result.loss), "loss"),
             "grad": _grad(result.grad, encoding, "grad"),
+            "grads": {name: encode(grad, encoding, f"grads.{name}") for name, grad in result.grads.items()},
             "terms": [
-                {"name": term.loss, "coefficient": term.coefficient, **_loss_fields(term.result, encoding, f"terms.{index}")}
+                {
+                    "name": term.loss,
+                    "coefficient": term.coefficient,
+                    "student": term.student,
+                    **_loss_fields(term.result, encoding, f"terms.{index}"),
+                }
                 for index, term in enumerate(result.terms)
             ],
         }

@@ -119,8 +119,15 @@ def engine_call(route: str, request: Strict, device: torch.device, max_elements:
         encoding: Encoding = request.response_encoding or (tensors[0].encoding if tensors else "json")  # type: ignore[attr-defined]
         return EngineCall(route, kwargs, encoding)
     if route == OBJECTIVE:
-        terms = [Term(term.loss, term.coefficient, arguments(term, LOSSES[term.loss].term_parameters)) for term in request.terms]  # type: ignore[attr-defined]
-        kwargs = arguments(request, ("student_logits", "mask", "compute_grad", "term_grads")) | {"terms": terms}
+        terms = [
+            Term(term.loss, term.coefficient, arguments(term, LOSSES[term.loss].term_parameters), term.student)
+            for term in request.terms  # type: ignore[attr-defined]
+        ]
+        features = request.student_features  # type: ignore[attr-defined]
+        kwargs = arguments(request, ("student_logits", "mask", "compute_grad", "term_grads")) | {
+            "terms": terms,
+            "student_features": None if features is None else {name: tensor(value) for name, value in features.items()},
+        }
         students: tuple[str, ...] = ("student_logits",)
     else:
         spec = LOSSES[route]

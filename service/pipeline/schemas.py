@@ -20,17 +20,19 @@ import typing
 from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, create_model
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationInfo, create_model
 from typing_extensions import TypeAliasType
 
-from distill import LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
+from distill import FEATURE_NAME, LOGITS, LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
 from distill.functional import FUNCTIONS, LEGACY_FLAGS, FunctionalSpec
 from distill.wire import Kind
 from service.codec.tensors import BinaryTensor, WireTensor, decode
 
 DEFAULT_MAX_ELEMENTS = 1 << 25
-#: Most terms one combined objective takes.
+#: Most terms one combined objective takes, and most named student tensors (each is there for a term).
 MAX_TERMS = 16
+#: A name in ``student_features`` (and what a term's ``student`` may say).
+StudentName = Annotated[str, StringConstraints(pattern=f"^{FEATURE_NAME.pattern}$")]
 
 # Nested lists are published one level deep (list of number-or-list): client generators such as
 # openapi-python-client reject recursive array schemas. The server reads any depth ≥ 1.
@@ -147,6 +149,10 @@ def term_model(spec: LossSpec) -> type[Strict]:
             float,
             Field(1.0, ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT, strict=True, description="Multiplier a_k of this term in Σ a_k · L_k."),
         ),
+        "student": (
+            StudentName,
+            Field(LOGITS, description=f"The student this term applies to: {LOGITS} (default) or a name in student_features."),
+        ),
         **_fields(spec, spec.term_parameters, reductions),
     }
     return create_model(f"{spec.title}Term", __base__=Strict, __doc__=f"A term of the combined objective: {spec.description}", **fields)
@@ -159,6 +165,14 @@ def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     term_grads = objective.parameters["term_grads"].default
     fields: dict[str, Any] = {
         "student_logits": tensor_field(replace(STUDENT_LOGITS, required=True)),
+        "student_features": (
+            dict[StudentName, FloatTensor] | None,
+            Field(
+                None,
+                max_length=MAX_TERMS,
+                description="Further student tensors by name (hidden states, attention maps) for terms whose student names them.",
+            ),
+        ),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
         "term_grads": (bool, Field(term_grads, strict=True, description="Also return each term's own gradient.")),
         "mask": common_field("mask", objective),
@@ -247,12 +261,24 @@ class FunctionalResponse(BaseModel):
     grads: dict[str, float | TensorOutput] = Field(description="Argument name → d(loss)/d(argument), shaped and encoded like it.")
 
 
-_term_fields: dict[str, Any] = {"name": (Literal[tuple(LOSSES)], ...), "coefficient": (float, ...)}
+_term_fields: dict[str, Any] = {
+    "name": (Literal[tuple(LOSSES)], ...),
+    "coefficient": (float, ...),
+    "student": (str, Field(description="The student it applies to: student_logits or a name in student_features.")),
+}
 TermResponse = create_model(
     "TermResponse",
     __base__=LossResponse,
     __doc__="One term of the combined objective (its own loss, before the coefficient).",
     **_term_fields,
 )
-_distill_fields: dict[str, Any] = {"loss": (float, ...), "grad": (TensorOutput | None, ...), "terms": (list[TermResponse], ...)}
+_distill_fields: dict[str, Any] = {
+    "loss": (float, ...),
+    "grad": (TensorOutput | None, Field(description="d(loss)/d(student_logits) (zeros where no term applies to the logits).")),
+    "grads": (
+        dict[str, TensorOutput],
+        Field(description="Name in student_features → d(loss)/d(that tensor); empty without them or with compute_grad false."),
+    ),
+    "terms": (list[TermResponse], ...),
+}
 DistillResponse = create_model("DistillResponse", __doc__="The combined objective, its gradient, and every term.", **_distill_fields)

@@ -47,9 +47,9 @@ def test_each_loss_is_a_client_method_with_the_engine_signature(spec):
 def test_unknown_losses_and_arguments_are_refused():
     client, _ = recording_client()
     with pytest.raises(AttributeError):
-        client.mse_loss  # noqa: B018
+        client.huber_loss  # noqa: B018
     with pytest.raises(ValueError, match="unknown loss"):
-        client.loss("mse_loss", torch.zeros(1, 2))
+        client.loss("huber_loss", torch.zeros(1, 2))
     with pytest.raises(TypeError):
         client.kl_div(torch.zeros(1, 2), temprature=2.0)
     with pytest.raises(ValueError, match="student_logits or student_probs"):
@@ -83,4 +83,4 @@ def test_remote_settings_are_attributes_read_at_each_call():
     assert first["temperature"] == 4.0 and "teacher_logits" in first
     assert second["temperature"] == 2.0 and "teacher_probs" in second
     with pytest.raises(AttributeError):
-        distill.client.RemoteMSELoss  # noqa: B018
+        distill.client.RemoteHuberLoss  # noqa: B018

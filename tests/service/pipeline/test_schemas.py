@@ -43,7 +43,7 @@ def test_request_fields_equal_the_engine_parameters(spec):
 def test_term_fields_equal_the_term_parameters(spec):
     model = TERMS[spec.name]
     assert model.__name__ == f"{spec.title}Term"
-    assert set(model.model_fields) == set(spec.term_parameters) | {"loss", "coefficient"}
+    assert set(model.model_fields) == set(spec.term_parameters) | {"loss", "coefficient", "student"}
     reductions = typing.get_args(model.model_fields["reduction"].annotation)
     assert set(reductions) == set(spec.reductions) - {"none"}
 

@@ -1,0 +1,247 @@
+"""Feature matching: a student tensor regressed onto a teacher tensor of the same shape.
+
+Hidden-state and logit matching (Ba & Caruana 2014 on logits; TinyBERT's MSE on hidden states and
+attention maps; DistilBERT's cosine on hidden states). With the student ``s`` and the teacher ``t``
+flattened into rows of H features (leading dimensions are rows, as for every loss), and
+``d = s − t``:
+
+    mse_loss                l_ij = d_ij²                                  ∂l/∂s_ij = 2 · d_ij
+    l1_loss                 l_ij = |d_ij|                                 ∂l/∂s_ij = sign(d_ij)
+    smooth_l1_loss (β)      l_ij = ½ d_ij² / β  if |d_ij| < β             ∂l/∂s_ij = d_ij / β
+                                   |d_ij| − ½ β  otherwise (β = 0: L1)               sign(d_ij)
+    cosine_embedding_loss   l_i  = 1 − cos_i,   cos_i = (s_i · t_i) / √((|s_i|² + ε)(|t_i|² + ε))
+                                                ∂l_i/∂s_i = cos_i · s_i / (|s_i|² + ε) − t_i / √((|s_i|² + ε)(|t_i|² + ε))
+
+with ε = 1e-12 (as a float32 constant), exactly as ``torch.nn.functional.mse_loss``, ``l1_loss``, ``smooth_l1_loss`` and
+``cosine_embedding_loss(s, t, target=1)`` define them (the same ε, the same branch at |d| = β, the
+same zero gradient at d = 0). Reductions are PyTorch's: ``mean`` divides the element-wise losses by
+the kept elements (kept rows · H) and the cosine loss by the kept rows; ``sum``; ``none`` returns the
+element-wise (cosine: per-row) losses. The teacher gets no gradient. Both tensors must be finite.
+
+The gradients are closed-form (one pass, no autograd graph). The cosine loss here is the
+hidden-state matching form (target 1); ``/v1/functional/cosine_embedding_loss`` serves PyTorch's
+function with any targets and a margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from distill.errors import InputError
+from distill.registry import Option, TensorInput, register
+from distill.rows.checks import check_logits
+from distill.rows.kernel import Chunk, ChunkResult, Kernel
+from distill.rows.layout import Rows, check_same_shape, make_rows, real_number, take
+from distill.rows.prepared import Prepared
+from distill.rows.reduction import check_reduction, grad_scale
+from distill.wire import Kind
+
+REDUCTIONS = ("mean", "sum", "none")
+#: PyTorch's ε in cosine_embedding_loss, added to each squared norm: 1e-12 rounded to float32, as ATen
+#: declares it (the float64 value differs in the 9th digit, which shows where a norm is 0).
+COSINE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
+
+STUDENT = TensorInput("student", Kind.FLOAT, "student", "Student features (..., H): hidden states, logits or any tensor.")
+TEACHER = TensorInput("teacher", Kind.FLOAT, "target", "Teacher features, the student's shape.")
+REDUCTION = Option("reduction", "mean = Σ / kept elements (cosine: / kept rows); sum; none = unreduced.", choices=REDUCTIONS)
+
+#: (difference chunk, β) → (element losses, gradient of the elements before the row's scale).
+Elementwise = Callable[[Tensor, float], tuple[Tensor, Tensor]]
+
+
+def _squared(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    return difference.square(), difference
+
+
+def _absolute(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    return difference.abs(), difference.sign()
+
+
+def _smooth(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    if beta == 0.0:
+        return _absolute(difference, beta)
+    size = difference.abs()
+    quadratic = size < beta
+    elements = torch.where(quadratic, difference.square().mul_(0.5 / beta), size - 0.5 * beta)
+    return elements, torch.where(quadratic, difference / beta, difference.sign())
+
+
+def _prepare(
+    name: str,
+    student: Tensor,
+    teacher: Tensor,
+    reduction: str,
+    mask: Tensor | None,
+    compute_grad: bool,
+    *,
+    kernel: Callable[[Tensor], Kernel],
+    factor: float = 1.0,
+    per_row: bool = False,
+    options: tuple[float, ...] = (),
+) -> Prepared:
+    """The :class:`Prepared` of a feature loss: ``kernel(teacher rows)`` computes it, ``factor / normalizer``
+    scales each row's gradient, and ``per_row`` losses (the cosine) are normalised by rows."""
+    reduction_ = check_reduction(reduction, REDUCTIONS)
+    rows = make_rows(student, mask, "student")
+    flat = rows.flat(student)
+    check_logits(flat, "student", rows, allow_neg_inf=False)
+    check_same_shape(teacher, "teacher", rows)
+    teacher_flat = rows.flat(teacher.to(flat.device))
+    check_logits(teacher_flat, "teacher", rows, allow_neg_inf=False)
+    averaged = rows.n_kept if per_row else rows.n_kept * rows.n_classes
+    normalizer = float(averaged) if reduction_ == "mean" else 1.0
+
+    def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
+        return kernel(data["teacher"])
+
+    return Prepared(
+        loss=name,
+        rows=rows,
+        student=flat,
+        data={"teacher": teacher_flat},
+        build=build,
+        key=(name, rows.n_classes, flat.dtype, flat.device, teacher_flat.dtype, *options),
+        reduction=reduction_,
+        normalizer=normalizer,
+        grad_scale=grad_scale(factor, normalizer),
+        compute_grad=compute_grad,
+        per_row=per_row,
+    )
+
+
+def _elementwise_kernel(function: Elementwise, beta: float = 0.0) -> Callable[[Tensor], Kernel]:
+    """The kernel builder of an element-wise loss: ``function`` gives the elements and their slopes."""
+
+    def build(teacher: Tensor) -> Kernel:
+        def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+            difference = chunk.student - take(teacher, chunk.selection).to(chunk.student.dtype)
+            elements, slope = function(difference, beta)
+            grad = None
+            if want_grad:
+                out = chunk.grad_out
+                grad = slope * chunk.grad_scale if out is None else torch.mul(slope, chunk.grad_scale, out=out)
+            return ChunkResult(elements.sum(dim=-1), elements if want_elements else None, grad)
+
+        return kernel
+
+    return build
+
+
+def prepare_mse_loss(
+    student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
+) -> Prepared:
+    """Validate a mean-squared-error request (:func:`mse_loss` computes it).
+
+    Args:
+        student: floating (..., H), finite; rows are its leading dimensions.
+        teacher: floating, the student's shape, finite; no gradient.
+        reduction: ``mean`` (Σ / kept elements), ``sum`` or ``none`` (element-wise).
+        mask: boolean over the leading dimensions; False rows are dropped.
+        compute_grad: also return ∂loss/∂student.
+
+    Raises:
+        InputError: a shape, dtype, non-finite value, mask or reduction error, naming the field.
+    """
+    return _prepare("mse_loss", student, teacher, reduction, mask, compute_grad, kernel=_elementwise_kernel(_squared), factor=2.0)
+
+
+def prepare_l1_loss(
+    student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
+) -> Prepared:
+    """Validate a mean-absolute-error request (:func:`l1_loss`); arguments and errors as :func:`prepare_mse_loss`."""
+    return _prepare("l1_loss", student, teacher, reduction, mask, compute_grad, kernel=_elementwise_kernel(_absolute))
+
+
+def prepare_smooth_l1_loss(
+    student: Tensor,
+    *,
+    teacher: Tensor,
+    beta: float = 1.0,
+    reduction: str = "mean",
+    mask: Tensor | None = None,
+    compute_grad: bool = True,
+) -> Prepared:
+    """Validate a smooth-L1 request (:func:`smooth_l1_loss`); β ≥ 0 (0: L1); otherwise as :func:`prepare_mse_loss`."""
+    beta_ = real_number("beta", beta)
+    if not beta_ >= 0.0:
+        raise InputError("beta", f"must be ≥ 0, got {beta}")
+    kernel = _elementwise_kernel(_smooth, beta_)
+    return _prepare("smooth_l1_loss", student, teacher, reduction, mask, compute_grad, kernel=kernel, options=(beta_,))
+
+
+def prepare_cosine_embedding_loss(
+    student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
+) -> Prepared:
+    """Validate a cosine request (:func:`cosine_embedding_loss`): 1 − cos per row, ``mean`` = Σ / kept rows;
+    otherwise as :func:`prepare_mse_loss`."""
+    return _prepare("cosine_embedding_loss", student, teacher, reduction, mask, compute_grad, kernel=_cosine_kernel, per_row=True)
+
+
+def _cosine_kernel(teacher: Tensor) -> Kernel:
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        student = chunk.student
+        target = take(teacher, chunk.selection).to(student.dtype)
+        product = (student * target).sum(dim=-1)
+        student_norm = student.square().sum(dim=-1).add_(COSINE_EPS)
+        denominator = (student_norm * target.square().sum(dim=-1).add_(COSINE_EPS)).sqrt_()
+        cosine = product / denominator
+        row_loss = 1.0 - cosine
+        grad = None
+        if want_grad:
+            grad = student * (cosine / student_norm).unsqueeze(1) - target / denominator.unsqueeze(1)
+            grad.mul_(chunk.grad_scale)
+        return ChunkResult(row_loss, row_loss if want_elements else None, grad)
+
+    return kernel
+
+
+def _examples(student: Tensor) -> list[dict[str, object]]:
+    return [{"teacher": torch.randn_like(student)}, {"teacher": student.detach() + 0.25, "reduction": "sum"}]
+
+
+def _smooth_examples(student: Tensor) -> list[dict[str, object]]:
+    return [{"teacher": torch.randn_like(student)}, {"teacher": torch.randn_like(student), "beta": 0.0}]
+
+
+mse_loss = register(
+    prepare_mse_loss,
+    title="MSELoss",
+    summary="Mean squared error between student and teacher features (F.mse_loss), and its gradient",
+    description="(s − t)² per element on rows of features; mean = Σ / kept elements.",
+    inputs=(STUDENT, TEACHER),
+    options=(REDUCTION,),
+    examples=_examples,
+)
+l1_loss = register(
+    prepare_l1_loss,
+    title="L1Loss",
+    summary="Mean absolute error between student and teacher features (F.l1_loss), and its gradient",
+    description="|s − t| per element on rows of features; mean = Σ / kept elements; gradient sign(s − t).",
+    inputs=(STUDENT, TEACHER),
+    options=(REDUCTION,),
+    examples=_examples,
+)
+smooth_l1_loss = register(
+    prepare_smooth_l1_loss,
+    title="SmoothL1Loss",
+    summary="Smooth L1 (Huber / β) between student and teacher features (F.smooth_l1_loss), and its gradient",
+    description="½(s − t)²/β where |s − t| < β, else |s − t| − ½β, per element; mean = Σ / kept elements.",
+    inputs=(STUDENT, TEACHER),
+    options=(
+        Option("beta", "β ≥ 0: where the quadratic part turns linear (0: L1).", ge=0.0),
+        REDUCTION,
+    ),
+    examples=_smooth_examples,
+)
+cosine_embedding_loss = register(
+    prepare_cosine_embedding_loss,
+    title="CosineEmbeddingLoss",
+    summary="1 − cosine similarity per row between student and teacher features (F.cosine_embedding_loss, target 1)",
+    description="1 − cos(s_i, t_i) per row (hidden-state matching, as DistilBERT); mean = Σ / kept rows.",
+    inputs=(STUDENT, TEACHER),
+    options=(REDUCTION,),
+    examples=_examples,
+)
