@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import InputError
@@ -48,25 +49,52 @@ STUDENT = TensorInput("student", Kind.FLOAT, "student", "Student features (..., 
 TEACHER = TensorInput("teacher", Kind.FLOAT, "target", "Teacher features, the student's shape.")
 REDUCTION = Option("reduction", "mean = Σ / kept elements (cosine: / kept rows); sum; none = unreduced.", choices=REDUCTIONS)
 
-#: (difference chunk, β) → (element losses, gradient of the elements before the row's scale).
-Elementwise = Callable[[Tensor, float], tuple[Tensor, Tensor]]
+
+def _difference(chunk: Chunk, teacher: Tensor) -> Tensor:
+    """s − t for the chunk's rows, written into the gradient's rows when the driver offers them (the
+    gradient is then formed in place from it)."""
+    target = take(teacher, chunk.selection).to(chunk.student.dtype)
+    return torch.sub(chunk.student, target) if chunk.grad_out is None else torch.sub(chunk.student, target, out=chunk.grad_out)
 
 
-def _squared(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-    return difference.square(), difference
+def _mse_kernel(teacher: Tensor) -> Kernel:
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        difference = _difference(chunk, teacher)
+        elements = difference.square() if want_elements else None
+        row_loss = torch.linalg.vector_norm(difference, dim=-1).square_()
+        return ChunkResult(row_loss, elements, difference.mul_(chunk.grad_scale) if want_grad else None)
+
+    return kernel
 
 
-def _absolute(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-    return difference.abs(), difference.sign()
+def _l1_kernel(teacher: Tensor) -> Kernel:
+    def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+        difference = _difference(chunk, teacher)
+        elements = difference.abs() if want_elements else None
+        row_loss = torch.linalg.vector_norm(difference, ord=1, dim=-1)
+        grad = torch.sign(difference, out=difference).mul_(chunk.grad_scale) if want_grad else None
+        return ChunkResult(row_loss, elements, grad)
+
+    return kernel
 
 
-def _smooth(difference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-    if beta == 0.0:
-        return _absolute(difference, beta)
-    size = difference.abs()
-    quadratic = size < beta
-    elements = torch.where(quadratic, difference.square().mul_(0.5 / beta), size - 0.5 * beta)
-    return elements, torch.where(quadratic, difference / beta, difference.sign())
+def _smooth_l1_kernel(beta: float) -> Callable[[Tensor], Kernel]:
+    """Elements by PyTorch's own fused function; the slope clamp(s − t, −β, β) / β (sign(s − t) at β = 0)."""
+
+    def build(teacher: Tensor) -> Kernel:
+        def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
+            target = take(teacher, chunk.selection).to(chunk.student.dtype)
+            elements = F.smooth_l1_loss(chunk.student, target, reduction="none", beta=beta)
+            grad = None
+            if want_grad:
+                difference = _difference(chunk, teacher)
+                slope = torch.sign(difference, out=difference) if beta == 0.0 else difference.clamp_(-beta, beta).div_(beta)
+                grad = slope.mul_(chunk.grad_scale)
+            return ChunkResult(elements.sum(dim=-1), elements if want_elements else None, grad)
+
+        return kernel
+
+    return build
 
 
 def _prepare(
@@ -112,24 +140,6 @@ def _prepare(
     )
 
 
-def _elementwise_kernel(function: Elementwise, beta: float = 0.0) -> Callable[[Tensor], Kernel]:
-    """The kernel builder of an element-wise loss: ``function`` gives the elements and their slopes."""
-
-    def build(teacher: Tensor) -> Kernel:
-        def kernel(chunk: Chunk, want_grad: bool, want_elements: bool) -> ChunkResult:
-            difference = chunk.student - take(teacher, chunk.selection).to(chunk.student.dtype)
-            elements, slope = function(difference, beta)
-            grad = None
-            if want_grad:
-                out = chunk.grad_out
-                grad = slope * chunk.grad_scale if out is None else torch.mul(slope, chunk.grad_scale, out=out)
-            return ChunkResult(elements.sum(dim=-1), elements if want_elements else None, grad)
-
-        return kernel
-
-    return build
-
-
 def prepare_mse_loss(
     student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
 ) -> Prepared:
@@ -145,14 +155,14 @@ def prepare_mse_loss(
     Raises:
         InputError: a shape, dtype, non-finite value, mask or reduction error, naming the field.
     """
-    return _prepare("mse_loss", student, teacher, reduction, mask, compute_grad, kernel=_elementwise_kernel(_squared), factor=2.0)
+    return _prepare("mse_loss", student, teacher, reduction, mask, compute_grad, kernel=_mse_kernel, factor=2.0)
 
 
 def prepare_l1_loss(
     student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
 ) -> Prepared:
     """Validate a mean-absolute-error request (:func:`l1_loss`); arguments and errors as :func:`prepare_mse_loss`."""
-    return _prepare("l1_loss", student, teacher, reduction, mask, compute_grad, kernel=_elementwise_kernel(_absolute))
+    return _prepare("l1_loss", student, teacher, reduction, mask, compute_grad, kernel=_l1_kernel)
 
 
 def prepare_smooth_l1_loss(
@@ -168,7 +178,7 @@ def prepare_smooth_l1_loss(
     beta_ = real_number("beta", beta)
     if not beta_ >= 0.0:
         raise InputError("beta", f"must be ≥ 0, got {beta}")
-    kernel = _elementwise_kernel(_smooth, beta_)
+    kernel = _smooth_l1_kernel(beta_)
     return _prepare("smooth_l1_loss", student, teacher, reduction, mask, compute_grad, kernel=kernel, options=(beta_,))
 
 

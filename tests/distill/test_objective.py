@@ -207,7 +207,7 @@ def test_a_student_no_term_applies_to_gets_a_zero_gradient():
             Term.kl_div(teacher_logits=torch.zeros(2, 3), student="hidden", temperature=0.0),
             None,
             "terms.0.temperature",
-            "",
+            "must be in",
         ),
     ],
 )

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill import Term
-from distill.client import DistillClient, RemoteBCE, RemoteCrossEntropy, RemoteDistillLoss, RemoteJSD, RemoteKLDiv, RemoteReverseKL
+from distill.client import (
+    DistillClient,
+    RemoteBCE,
+    RemoteCrossEntropy,
+    RemoteDistillLoss,
+    RemoteJSD,
+    RemoteKLDiv,
+    RemoteObjective,
+    RemoteReverseKL,
+)
 from tests.live import live_server
 from tests.tolerances import assert_close
 
@@ -152,3 +161,35 @@ def test_bfloat16_student_gets_bfloat16_gradient(client):
 def test_reduction_none_is_refused():
     with pytest.raises(ValueError):
         RemoteKLDiv(DistillClient("http://127.0.0.1:9"), reduction="none")
+
+
+def test_remote_objective_backpropagates_into_hidden_states(client):
+    """DistilBERT-style: KL on the logits and 1 − cos on the hidden layer, one call; the parameters below the
+    hidden layer get gradients from both terms."""
+    torch.manual_seed(3)
+    encoder, head = nn.Sequential(nn.Linear(FEATURES, 16), nn.Tanh()), nn.Linear(16, CLASSES)
+    x, teacher, teacher_hidden = torch.randn(BATCH, FEATURES), torch.randn(BATCH, CLASSES), torch.randn(BATCH, 16)
+    mask = torch.arange(BATCH) % 3 != 0
+    remote = RemoteObjective(client)
+    terms = [
+        Term.kl_div(5.0, teacher_logits=teacher, temperature=2.0),
+        Term.cosine_embedding_loss(1.0, student="hidden", teacher=teacher_hidden),
+    ]
+
+    def remote_loss():
+        hidden = encoder(x)
+        return remote(head(hidden), terms, student_features={"hidden": hidden}, mask=mask)
+
+    def local_loss():
+        hidden = encoder(x)
+        s, t = head(hidden)[mask], teacher[mask]
+        kl = F.kl_div(F.log_softmax(s / 2, -1), F.softmax(t / 2, -1), reduction="batchmean") * 4
+        h = hidden[mask]
+        return 5.0 * kl + F.cosine_embedding_loss(h, teacher_hidden[mask], torch.ones(h.shape[0]))
+
+    model = nn.ModuleList([encoder, head])
+    remote_value, remote_grads = grads_of(model, remote_loss)
+    local_value, local_grads = grads_of(model, local_loss)
+    assert_close(remote_value, local_value, torch.float32)
+    for ours, theirs in zip(remote_grads, local_grads, strict=True):
+        assert_close(ours, theirs, torch.float32)

@@ -1,0 +1,96 @@
+"""Feature terms over HTTP: named student tensors in /v1/distill, their gradients, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import distill
+from distill import Term
+from tests.service.conftest import binary, from_binary
+from tests.tolerances import assert_close
+
+GEN = torch.Generator().manual_seed(5)
+LOGITS, TEACHER = torch.randn(2, 3, 7, generator=GEN), torch.randn(2, 3, 7, generator=GEN)
+HIDDEN, TEACHER_HIDDEN = torch.randn(2, 3, 4, generator=GEN), torch.randn(2, 3, 4, generator=GEN)
+LABELS = torch.tensor([[1, -100, 3], [-100, 6, -100]])
+MASK = torch.tensor([[True, True, False], [True, True, True]])
+
+
+def distilbert_body(encode) -> dict:
+    return {
+        "student_logits": encode(LOGITS),
+        "student_features": {"hidden": encode(HIDDEN)},
+        "mask": MASK.tolist(),
+        "terms": [
+            {"loss": "kl_div", "coefficient": 5.0, "teacher_logits": encode(TEACHER), "temperature": 2.0},
+            {"loss": "cross_entropy", "coefficient": 2.0, "labels": LABELS.tolist()},
+            {"loss": "cosine_embedding_loss", "coefficient": 1.0, "student": "hidden", "teacher": encode(TEACHER_HIDDEN)},
+        ],
+    }
+
+
+@pytest.mark.parametrize("encoding", ["json", "base64"])
+def test_distilbert_objective_answers_what_the_engine_computes(client, encoding):
+    encode = (lambda tensor: tensor.tolist()) if encoding == "json" else binary
+    decode = (lambda value: torch.tensor(value)) if encoding == "json" else from_binary
+    response = client.post("/v1/distill", json=distilbert_body(encode))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = distill.distill(
+        LOGITS,
+        [
+            Term.kl_div(5.0, teacher_logits=TEACHER, temperature=2.0),
+            Term.cross_entropy(2.0, labels=LABELS),
+            Term.cosine_embedding_loss(1.0, student="hidden", teacher=TEACHER_HIDDEN),
+        ],
+        student_features={"hidden": HIDDEN},
+        mask=MASK,
+    )
+    assert body["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
+    assert_close(decode(body["grad"]), expected.grad, torch.float32)
+    assert set(body["grads"]) == {"hidden"}
+    assert_close(decode(body["grads"]["hidden"]), expected.grads["hidden"], torch.float32)
+    assert [term["student"] for term in body["terms"]] == ["student_logits", "student_logits", "hidden"]
+
+
+def test_standalone_feature_loss_matches_the_engine(client):
+    response = client.post("/v1/smooth_l1_loss", json={"student": binary(HIDDEN), "teacher": binary(TEACHER_HIDDEN), "beta": 0.5})
+    assert response.status_code == 200, response.text
+    expected = distill.smooth_l1_loss(HIDDEN, teacher=TEACHER_HIDDEN, beta=0.5)
+    assert response.json()["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
+    assert torch.equal(from_binary(response.json()["grad"]), expected.grad)
+
+
+def test_without_named_students_grads_is_empty_and_no_gradient_means_none(client):
+    body = {"student_logits": LOGITS.tolist(), "terms": [{"loss": "mse_loss", "teacher": TEACHER.tolist()}]}
+    assert client.post("/v1/distill", json=body).json()["grads"] == {}
+    answer = client.post("/v1/distill", json=distilbert_body(binary) | {"compute_grad": False}).json()
+    assert answer["grad"] is None and answer["grads"] == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        (lambda body: body["terms"][2].update(student="hiden"), "terms.2.student", "(hidden)"),
+        (lambda body: body["terms"][2].update(student="a.b"), "terms.2.student", "pattern"),
+        (lambda body: body.update(student_features={"hid den": HIDDEN.tolist()}), "student_features.hid den.[key]", "pattern"),
+        (lambda body: body["student_features"].update(student_logits=HIDDEN.tolist()), "student_features", "another name"),
+        (lambda body: body["student_features"].update(hidden=[["x"]]), "student_features.hidden", "numbers"),
+        (lambda body: body["student_features"].update(hidden=HIDDEN[:, :2].tolist()), "mask", "terms.2 applies to student_features.hidden"),
+        (lambda body: body["terms"][2].update(teacher=TEACHER_HIDDEN[:1].tolist()), "terms.2.teacher", "shape"),
+        (lambda body: body["terms"][2].update(reduction="none"), "terms.2.reduction", "'mean' or 'sum'"),
+        (
+            lambda body: body.update(student_features={f"f{index}": [1.0] for index in range(17)}),
+            "student_features",
+            "at most 16",
+        ),
+    ],
+)
+def test_bad_named_students_are_422_naming_the_field(client, change, field, reason):
+    body = distilbert_body(lambda tensor: tensor.tolist())
+    change(body)
+    response = client.post("/v1/distill", json=body)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == field and reason in problem["detail"], problem
