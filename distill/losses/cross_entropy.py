@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from distill.errors import InputError
-from distill.losses.common import OPTIONAL_TEMPERATURE, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS
+from distill.losses.common import MISSING_MASS, OPTIONAL_TEMPERATURE, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEACHER_TOPK
+from distill.losses.topk import CROSS_ENTROPY, prepare_topk
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
@@ -42,6 +43,7 @@ from distill.rows.prepared import Prepared, tensor_key
 from distill.rows.reduction import check_reduction, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, distribution, soft_teacher
+from distill.rows.topk import TopKArguments, topk_teacher
 from distill.wire import Kind
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -54,6 +56,10 @@ def prepare_cross_entropy(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     temperature: float | None = None,
     scale_t2: bool = True,
     weight: Tensor | None = None,
@@ -69,6 +75,8 @@ def prepare_cross_entropy(
         student_logits: (..., C) floating tensor; -inf marks a masked class.
         labels: integer class per row, shape (...) (a 0-d tensor for a 1-D student).
         teacher_logits / teacher_probs / teacher_log_probs: soft targets, same shape as the student.
+        teacher_topk_indices + teacher_topk_logits / teacher_topk_log_probs + missing_mass: a top-k
+            teacher as soft targets instead (:mod:`distill.losses.topk`; without weight or smoothing).
         temperature: T > 0 for soft targets (default 1); an error with hard labels.
         scale_t2: multiply soft-target losses by T².
         weight: (C,) class weights.
@@ -84,8 +92,9 @@ def prepare_cross_entropy(
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     class_weight = _class_weight(weight, rows, student.device)
+    topk = TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass)
     if labels is not None:
-        if any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
+        if topk.given or any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
@@ -115,11 +124,31 @@ def prepare_cross_entropy(
             per_row=True,
         )
     temperature_ = check_temperature(1.0 if temperature is None else temperature)
+    normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
+    if topk.given:
+        for name, unsupported in (("weight", weight is not None), ("label_smoothing", epsilon != 0.0)):
+            if unsupported:
+                raise InputError(name, "applies to every class, which a top-k teacher does not list: not supported with one")
+        top = topk_teacher(rows, student, row_max, temperature_, topk, (teacher_logits, teacher_probs, teacher_log_probs))
+        return prepare_topk(
+            "cross_entropy",
+            "cross-entropy",
+            CROSS_ENTROPY,
+            0.0,
+            rows,
+            student,
+            row_max,
+            top,
+            temperature_,
+            scale_t2,
+            reduction_,
+            normalizer,
+            compute_grad,
+        )
     teacher = soft_teacher(
         rows, student, row_max, "student_logits", temperature_, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
     factor = temperature_**2 if scale_t2 else 1.0
-    normalizer = float(rows.n_kept) if reduction_ == "mean" else 1.0
     kind = teacher.kind
 
     def build_soft(layout: Rows, data: dict[str, Tensor]) -> Kernel:
@@ -346,9 +375,11 @@ cross_entropy = register(
         STUDENT_LOGITS,
         TensorInput("labels", Kind.INDEX, "target", "Integer class per row (the student's leading shape)."),
         *TEACHER_FORMS,
+        *TEACHER_TOPK,
         TensorInput("weight", Kind.FLOAT, "weight", "Class weights, shape (C,)."),
     ),
     options=(
+        MISSING_MASS,
         OPTIONAL_TEMPERATURE,
         SCALE_T2,
         Option("ignore_index", "Label value whose rows are skipped (hard labels); an int64.", ge=-(2**63), le=2**63 - 1),

@@ -42,14 +42,21 @@ mass contribute 0 and get a zero gradient.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPERATURE
+from distill.losses.common import MISSING_MASS, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEACHER_TOPK, TEMPERATURE
+from distill.losses.terms import (
+    REVERSE_KL,
+    TVD,
+    Divergence,
+    Infinite,
+    jsd_divergence,
+    skew_kl_divergence,
+    skew_reverse_kl_divergence,
+)
+from distill.losses.topk import prepare_topk
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
@@ -60,6 +67,7 @@ from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_softmax
 from distill.rows.teacher import Teacher, soft_teacher
+from distill.rows.topk import TopKArguments, topk_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 REDUCTION = Option(
@@ -67,116 +75,6 @@ REDUCTION = Option(
     "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element (not in the combined objective).",
     choices=REDUCTIONS,
 )
-
-#: (elements, w) of a divergence from (q, log q, p, log p), all (rows, C), and whether to guard its
-#: products (see :func:`_product`); see the module docstring for w. w may be the elements tensor
-#: itself: the kernel reads w only before it scales the elements.
-Terms = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
-#: Where the value can be infinite: KL(p‖q)-type, KL(q‖p)-type, or nowhere.
-Infinite = Literal["forward", "reverse"] | None
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One divergence at its parameter: its torch terms, where it can be infinite, its compiled kernel's code."""
-
-    terms: Terms
-    infinite: Infinite
-    code: int
-
-
-def _log(value: float) -> float:
-    return -math.inf if value == 0.0 else math.log(value)
-
-
-def _product(x: Tensor, y: Tensor, guarded: bool) -> Tensor:
-    """x·y; guarded, 0 wherever x is 0 whatever y is (0·log 0 = 0, and a vanishing term times ±∞).
-
-    The fast path multiplies plainly; a non-finite row sends the chunk through the guarded path.
-    """
-    product = x * y
-    return product.masked_fill_(x == 0, 0.0) if guarded else product
-
-
-def _mixture(log_a: float, log_p: Tensor, log_b: float, log_q: Tensor) -> Tensor:
-    """log(a·p + b·q) from log p and log q (a or b may be 0: their log is −inf)."""
-    if log_a == -math.inf:
-        return log_q + log_b
-    if log_b == -math.inf:
-        return log_p + log_a
-    return torch.logaddexp(log_p + log_a, log_q + log_b)
-
-
-def forward_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-    """KL(p‖q): elements p·(log p − log q), w = −p."""
-    return _product(p, log_p - log_q, guarded), -p
-
-
-def reverse_kl_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-    """KL(q‖p): elements q·(log q − log p), and w is the same tensor (the kernel only reads w)."""
-    elements = _product(q, log_q - log_p, guarded)
-    return elements, elements
-
-
-FORWARD_KL = Divergence(forward_kl_terms, "forward", native.DIV_FORWARD_KL)
-REVERSE_KL = Divergence(reverse_kl_terms, "reverse", native.DIV_REVERSE_KL)
-
-
-def jsd_divergence(beta: float) -> Divergence:
-    """Generalized JSD(β): the end points are the KL divergences (TRL's convention)."""
-    if beta == 0.0:
-        return FORWARD_KL
-    if beta == 1.0:
-        return REVERSE_KL
-    log_beta, log_rest = math.log(beta), math.log1p(-beta)
-
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-        log_m = _mixture(log_beta, log_p, log_rest, log_q)
-        student = _product(q, log_q - log_m, guarded)
-        elements = _product(p, log_p - log_m, guarded).mul_(beta).add_(student, alpha=1.0 - beta)
-        return elements, student.mul_(1.0 - beta)
-
-    return Divergence(terms, None, native.DIV_JSD)
-
-
-def skew_kl_divergence(alpha: float) -> Divergence:
-    """KL(p ‖ α·p + (1−α)·q)."""
-    if alpha == 0.0:
-        return FORWARD_KL
-    log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
-
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-        log_m = _mixture(log_alpha, log_p, log_rest, log_q)
-        elements = _product(p, log_p - log_m, guarded)
-        # (1−α)·q·p/m = p·e^(log(1−α) + log q − log m), whose exponent is ≤ 0 since m ≥ (1−α)·q.
-        w = _product(p, torch.exp(log_q + log_rest - log_m), guarded).neg_()
-        return elements, w
-
-    return Divergence(terms, None, native.DIV_SKEW_KL)
-
-
-def skew_reverse_kl_divergence(alpha: float) -> Divergence:
-    """KL(q ‖ (1−α)·p + α·q)."""
-    if alpha == 0.0:
-        return REVERSE_KL
-    log_alpha, log_rest = math.log(alpha), _log(1.0 - alpha)
-
-    def terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-        log_ratio = log_q - _mixture(log_rest, log_p, log_alpha, log_q)
-        elements = _product(q, log_ratio, guarded)
-        # α·q/m = e^(log α + log q − log m) ≤ 1 since m ≥ α·q.
-        return elements, elements - _product(q, torch.exp(log_ratio + log_alpha), guarded)
-
-    return Divergence(terms, None, native.DIV_SKEW_REVERSE_KL)
-
-
-def tvd_terms(q: Tensor, log_q: Tensor, p: Tensor, log_p: Tensor, guarded: bool) -> tuple[Tensor, Tensor]:
-    """½ Σ |p − q|: elements ½|q − p|, w = ½·q·sign(q − p)."""
-    difference = q - p
-    return difference.abs().mul_(0.5), torch.sign(difference).mul_(q).mul_(0.5)
-
-
-TVD = Divergence(tvd_terms, None, native.DIV_TVD)
 
 
 def _prepare(
@@ -188,6 +86,7 @@ def _prepare(
     teacher_logits: Tensor | None,
     teacher_probs: Tensor | None,
     teacher_log_probs: Tensor | None,
+    topk: TopKArguments,
     temperature: float,
     scale_t2: bool,
     reduction: str,
@@ -199,11 +98,16 @@ def _prepare(
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    normalizer = element_normalizer(reduction_, rows)
+    if topk.given:
+        top = topk_teacher(rows, student, row_max, temperature, topk, (teacher_logits, teacher_probs, teacher_log_probs))
+        return prepare_topk(
+            name, what, divergence, parameter, rows, student, row_max, top, temperature, scale_t2, reduction_, normalizer, compute_grad
+        )
     teacher = soft_teacher(
         rows, student, row_max, "student_logits", temperature, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
     factor = temperature**2 if scale_t2 else 1.0
-    normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind
 
     def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
@@ -233,6 +137,10 @@ def prepare_jsd(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     beta: float = 0.5,
     temperature: float = 1.0,
     scale_t2: bool = True,
@@ -258,6 +166,7 @@ def prepare_jsd(
         teacher_logits,
         teacher_probs,
         teacher_log_probs,
+        TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass),
         temperature,
         scale_t2,
         reduction,
@@ -272,6 +181,10 @@ def prepare_reverse_kl(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     temperature: float = 1.0,
     scale_t2: bool = True,
     reduction: str = "batchmean",
@@ -292,6 +205,7 @@ def prepare_reverse_kl(
         teacher_logits,
         teacher_probs,
         teacher_log_probs,
+        TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass),
         temperature,
         scale_t2,
         reduction,
@@ -306,6 +220,10 @@ def prepare_skew_kl(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     alpha: float = 0.1,
     temperature: float = 1.0,
     scale_t2: bool = True,
@@ -331,6 +249,7 @@ def prepare_skew_kl(
         teacher_logits,
         teacher_probs,
         teacher_log_probs,
+        TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass),
         temperature,
         scale_t2,
         reduction,
@@ -345,6 +264,10 @@ def prepare_skew_reverse_kl(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     alpha: float = 0.1,
     temperature: float = 1.0,
     scale_t2: bool = True,
@@ -370,6 +293,7 @@ def prepare_skew_reverse_kl(
         teacher_logits,
         teacher_probs,
         teacher_log_probs,
+        TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass),
         temperature,
         scale_t2,
         reduction,
@@ -384,6 +308,10 @@ def prepare_tvd(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     temperature: float = 1.0,
     scale_t2: bool = True,
     reduction: str = "batchmean",
@@ -400,6 +328,7 @@ def prepare_tvd(
         teacher_logits,
         teacher_probs,
         teacher_log_probs,
+        TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass),
         temperature,
         scale_t2,
         reduction,
@@ -472,7 +401,7 @@ def _unit(name: str, description: str) -> Option:
     return Option(name, description, ge=0.0, le=1.0)
 
 
-_INPUTS = (STUDENT_LOGITS, *TEACHER_FORMS)
+_INPUTS = (STUDENT_LOGITS, *TEACHER_FORMS, *TEACHER_TOPK)
 
 jsd = register(
     prepare_jsd,
@@ -482,6 +411,7 @@ jsd = register(
     inputs=_INPUTS,
     options=(
         _unit("beta", "β in [0, 1]: the teacher's weight in the mixture; 0 is forward KL, 1 is reverse KL."),
+        MISSING_MASS,
         TEMPERATURE,
         SCALE_T2,
         REDUCTION,
@@ -495,7 +425,7 @@ reverse_kl = register(
     summary="Reverse KL divergence T²·KL(student ‖ teacher) (MiniLLM) and its gradient",
     description="T² · KL(q‖p), q = softmax(student / T); infinite (422) where the teacher has probability 0 and the student mass.",
     inputs=_INPUTS,
-    options=(TEMPERATURE, SCALE_T2, REDUCTION),
+    options=(MISSING_MASS, TEMPERATURE, SCALE_T2, REDUCTION),
     examples=_examples,
 )
 
@@ -505,7 +435,13 @@ skew_kl = register(
     summary="Skew KL divergence T²·KL(teacher ‖ α·teacher + (1−α)·student) (DistiLLM) and its gradient",
     description="T² · KL(p ‖ α·p + (1−α)·q), q = softmax(student / T); α = 0 is KL(p‖q).",
     inputs=_INPUTS,
-    options=(_unit("alpha", "α in [0, 1]: the teacher's share of the skewed student; 0 is forward KL."), TEMPERATURE, SCALE_T2, REDUCTION),
+    options=(
+        _unit("alpha", "α in [0, 1]: the teacher's share of the skewed student; 0 is forward KL."),
+        MISSING_MASS,
+        TEMPERATURE,
+        SCALE_T2,
+        REDUCTION,
+    ),
     examples=_examples,
 )
 
@@ -515,7 +451,13 @@ skew_reverse_kl = register(
     summary="Skew reverse KL divergence T²·KL(student ‖ (1−α)·teacher + α·student) (DistiLLM) and its gradient",
     description="T² · KL(q ‖ (1−α)·p + α·q), q = softmax(student / T); α = 0 is KL(q‖p).",
     inputs=_INPUTS,
-    options=(_unit("alpha", "α in [0, 1]: the student's share of the skewed teacher; 0 is reverse KL."), TEMPERATURE, SCALE_T2, REDUCTION),
+    options=(
+        _unit("alpha", "α in [0, 1]: the student's share of the skewed teacher; 0 is reverse KL."),
+        MISSING_MASS,
+        TEMPERATURE,
+        SCALE_T2,
+        REDUCTION,
+    ),
     examples=_examples,
 )
 
@@ -525,6 +467,6 @@ tvd = register(
     summary="Total variation distance T²·½Σ|teacher − student| and its gradient",
     description="T² · ½ Σ |p − q|, q = softmax(student / T); its gradient scales as 1/T, so scale_t2: false may suit T ≠ 1.",
     inputs=_INPUTS,
-    options=(TEMPERATURE, SCALE_T2, REDUCTION),
+    options=(MISSING_MASS, TEMPERATURE, SCALE_T2, REDUCTION),
     examples=_examples,
 )

@@ -27,7 +27,9 @@ import math
 import torch
 from torch import Tensor
 
-from distill.losses.common import SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEMPERATURE
+from distill.losses.common import MISSING_MASS, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEACHER_TOPK, TEMPERATURE
+from distill.losses.terms import FORWARD_KL
+from distill.losses.topk import prepare_topk
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
@@ -38,6 +40,7 @@ from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, soft_teacher
+from distill.rows.topk import TopKArguments, topk_teacher
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 
@@ -48,6 +51,10 @@ def prepare_kl_div(
     teacher_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
+    teacher_topk_indices: Tensor | None = None,
+    teacher_topk_logits: Tensor | None = None,
+    teacher_topk_log_probs: Tensor | None = None,
+    missing_mass: str | None = None,
     temperature: float = 1.0,
     scale_t2: bool = True,
     reduction: str = "batchmean",
@@ -58,7 +65,9 @@ def prepare_kl_div(
 
     Args:
         student_logits: (..., C) floating tensor; -inf marks a masked class.
-        teacher_logits / teacher_probs / teacher_log_probs: exactly one, same shape as the student.
+        teacher_logits / teacher_probs / teacher_log_probs: exactly one, same shape as the student, or
+        teacher_topk_indices + teacher_topk_logits / teacher_topk_log_probs + missing_mass: a top-k
+            teacher instead (:mod:`distill.losses.topk`; ``none`` is then one value per row).
         temperature: T > 0; divides student and teacher logits.
         scale_t2: multiply by T² (Hinton's scaling, keeps gradient magnitudes independent of T).
         reduction: ``batchmean`` (default), ``sum``, ``mean`` or ``none``.
@@ -70,11 +79,29 @@ def prepare_kl_div(
     rows = make_rows(student_logits, mask)
     student = rows.flat(student_logits)
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
+    factor = temperature**2 if scale_t2 else 1.0
+    normalizer = element_normalizer(reduction_, rows)
+    topk = TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass)
+    if topk.given:
+        top = topk_teacher(rows, student, row_max, temperature, topk, (teacher_logits, teacher_probs, teacher_log_probs))
+        return prepare_topk(
+            "kl_div",
+            "KL divergence",
+            FORWARD_KL,
+            0.0,
+            rows,
+            student,
+            row_max,
+            top,
+            temperature,
+            scale_t2,
+            reduction_,
+            normalizer,
+            compute_grad,
+        )
     teacher = soft_teacher(
         rows, student, row_max, "student_logits", temperature, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs
     )
-    factor = temperature**2 if scale_t2 else 1.0
-    normalizer = element_normalizer(reduction_, rows)
     kind = teacher.kind
 
     def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
@@ -169,8 +196,9 @@ kl_div = register(
     title="KLDiv",
     summary="KL divergence T²·KL(teacher ‖ student) and its gradient",
     description="T² · KL(teacher ‖ softmax(student / T)), rows flattened, ``batchmean`` = Σ / rows.",
-    inputs=(STUDENT_LOGITS, *TEACHER_FORMS),
+    inputs=(STUDENT_LOGITS, *TEACHER_FORMS, *TEACHER_TOPK),
     options=(
+        MISSING_MASS,
         TEMPERATURE,
         SCALE_T2,
         Option(
