@@ -32,7 +32,7 @@ from torch import Tensor
 
 from distill.errors import InputError
 from distill.losses.common import MISSING_MASS, OPTIONAL_TEMPERATURE, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEACHER_TOPK
-from distill.losses.topk import CROSS_ENTROPY, prepare_topk
+from distill.losses.topk import CROSS_ENTROPY, prepare_topk, topk_example
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
@@ -363,7 +363,7 @@ def soft_kernel(rows: Rows, teacher: Teacher, temperature: float, factor: float,
 def _examples(student: Tensor) -> list[dict[str, object]]:
     lead = student.shape[:-1]
     labels = torch.arange(lead.numel(), device=student.device).reshape(lead) % student.shape[-1]
-    return [{"labels": labels, "label_smoothing": 0.1}, {"teacher_logits": torch.randn_like(student)}]
+    return [{"labels": labels, "label_smoothing": 0.1}, {"teacher_logits": torch.randn_like(student)}, topk_example(student)]
 
 
 cross_entropy = register(

@@ -56,7 +56,7 @@ from distill.losses.terms import (
     skew_kl_divergence,
     skew_reverse_kl_divergence,
 )
-from distill.losses.topk import prepare_topk
+from distill.losses.topk import prepare_topk, topk_example
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
@@ -394,7 +394,7 @@ def _raise_if_infinite(infinite: Infinite, what: str, teacher: Teacher, rows: Ro
 
 
 def _examples(student: Tensor) -> list[dict[str, object]]:
-    return [{"teacher_logits": torch.randn_like(student), "temperature": 2.0}]
+    return [{"teacher_logits": torch.randn_like(student), "temperature": 2.0}, {**topk_example(student), "temperature": 2.0}]
 
 
 def _unit(name: str, description: str) -> Option:
@@ -416,7 +416,10 @@ jsd = register(
         SCALE_T2,
         REDUCTION,
     ),
-    examples=lambda student: [{"teacher_logits": torch.randn_like(student), "beta": 0.5, "temperature": 2.0}],
+    examples=lambda student: [
+        {"teacher_logits": torch.randn_like(student), "beta": 0.5, "temperature": 2.0},
+        {**topk_example(student), "beta": 0.5},
+    ],
 )
 
 reverse_kl = register(

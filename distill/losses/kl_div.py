@@ -29,7 +29,7 @@ from torch import Tensor
 
 from distill.losses.common import MISSING_MASS, SCALE_T2, STUDENT_LOGITS, TEACHER_FORMS, TEACHER_TOPK, TEMPERATURE
 from distill.losses.terms import FORWARD_KL
-from distill.losses.topk import prepare_topk
+from distill.losses.topk import prepare_topk, topk_example
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, register
@@ -188,7 +188,7 @@ def _zero_mass_terms(chunk: Chunk, rows: Rows, teacher: Teacher, elements: Tenso
 
 
 def _examples(student: Tensor) -> list[dict[str, object]]:
-    return [{"teacher_logits": torch.randn_like(student), "temperature": 2.0}]
+    return [{"teacher_logits": torch.randn_like(student), "temperature": 2.0}, {**topk_example(student), "temperature": 2.0}]
 
 
 kl_div = register(

@@ -183,3 +183,10 @@ def _raise_if_infinite(
         raise InputError(argument, reason, (*row, bin_))
     reason = f"leaves the teacher no mass outside its top k, where the student has some: the {what} is infinite; {_REMEDY[policy]}"
     raise InputError("missing_mass", f"'{policy}' {reason}", row)
+
+
+def topk_example(student: Tensor, k: int = 3) -> dict[str, object]:
+    """A valid top-k teacher for ``student`` (..., C): the k largest of random log-probabilities, shuffled, ``tail``."""
+    log_probs = torch.log_softmax(torch.randn_like(student, dtype=torch.float32), dim=-1)
+    indices = log_probs.topk(min(k, student.shape[-1]), dim=-1).indices.flip(-1)
+    return {"teacher_topk_indices": indices, "teacher_topk_log_probs": log_probs.gather(-1, indices), "missing_mass": "tail"}

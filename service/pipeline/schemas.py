@@ -105,6 +105,8 @@ def option_field(option: Option, choices: tuple[str, ...] | None = None) -> tupl
     """
     choices = choices or option.choices
     annotation = Literal[choices] if choices else option.annotation
+    if choices and option.default is None:
+        annotation = annotation | None
     floating = float in (typing.get_args(annotation) or (annotation,))
     bounds = {name: value for name in ("gt", "ge", "le") if (value := getattr(option, name)) is not None}
     extra: dict[str, Any] = {"allow_inf_nan": False} if floating else {}
