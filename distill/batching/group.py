@@ -54,6 +54,7 @@ def run_group(group: Sequence[Prepared]) -> list[LossResult]:
         elements_per_row=first.per_row,
         row_max=data.get("row_max"),
         fused=first.fused(data),
+        chunk_elements=first.chunk_elements,
     )
     segment = torch.arange(len(group), device=student.device).repeat_interleave(sizes, output_size=total)
     sums = torch.zeros(len(group), dtype=out.row_loss.dtype, device=student.device).index_add_(0, segment, out.row_loss).tolist()

@@ -15,6 +15,7 @@ import asyncio
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,24 @@ import orjson
 import torch
 from torch import Tensor
 
+from distill.client.chunks import CHUNKING_THRESHOLD, Limits, RowSplit, combine
 from distill.client.errors import ServiceError
 from distill.client.wire import Encoding, distill_result, encode_tensor, loss_result, request_body, term_body
 from distill.objective import Term
 from distill.registry import LOSSES
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class _RowRequest:
+    """A loss request before it is encoded: whole, or cut into row chunks."""
+
+    path: str
+    tensors: dict[str, Tensor]
+    options: dict[str, Any]
+    student: Tensor
+    split: RowSplit
 
 
 @dataclass(frozen=True)
@@ -45,11 +58,26 @@ class _Call:
 class _Calls:
     """Request construction shared by both clients; ``_send`` is the sync or async transport."""
 
-    def __init__(self, *, api_key: str | None, retries: int, backoff: float, max_backoff: float, encoding: Encoding) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+        encoding: Encoding,
+        chunks_in_flight: int,
+        chunk_bytes: int | None,
+    ) -> None:
+        if chunks_in_flight < 1:
+            raise ValueError(f"chunks_in_flight must be at least 1, got {chunks_in_flight}")
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.encoding: Encoding = encoding
+        self.chunks_in_flight = chunks_in_flight
+        self.chunk_bytes = chunk_bytes
+        self._limits: Limits | None = None
         self.headers = {"content-type": "application/json", "accept": "application/json"}
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
@@ -81,8 +109,38 @@ class _Calls:
             raise ValueError(f"give {' or '.join(tensor.name for tensor in spec.students)}")
         tensors = {key: value for key, value in arguments.items() if isinstance(value, Tensor)}
         options = {key: value for key, value in arguments.items() if not isinstance(value, Tensor)}
-        body = request_body(tensors, options, self.encoding)
-        return self._send(_Call(f"/v1/{name}", body, lambda answer: loss_result(answer, student)))
+        return self._send_rows(_RowRequest(f"/v1/{name}", tensors, options, student, RowSplit.of(spec, tensors, student)))
+
+    def _send_rows(self, request: _RowRequest) -> Any:
+        """Send a loss request whole, or in row chunks (:mod:`distill.client.chunks`) when it outgrows the server."""
+        raise NotImplementedError
+
+    def _wants_limits(self, request: _RowRequest) -> bool:
+        """Whether the server's limits must be read before deciding how to send ``request``."""
+        split = request.split
+        return (
+            self._limits is None
+            and self.chunk_bytes is None
+            and split.rows > 1
+            and split.estimated_bytes(self.encoding) > CHUNKING_THRESHOLD
+        )
+
+    def _chunk_ranges(self, request: _RowRequest) -> list[tuple[int, int]] | None:
+        """The row ranges to send, or None to send the request whole."""
+        split = request.split
+        if split.rows <= 1 or (self.chunk_bytes is None and split.estimated_bytes(self.encoding) <= CHUNKING_THRESHOLD):
+            return None
+        limits = self._limits or Limits(1 << 62, 1 << 62, 1 << 62)
+        rows = split.rows_per_chunk(limits, self.encoding, self.chunks_in_flight, self.chunk_bytes)
+        if rows >= split.rows:
+            return None
+        return [(start, min(start + rows, split.rows)) for start in range(0, split.rows, rows)]
+
+    def _row_call(self, request: _RowRequest, rows: tuple[int, int] | None = None) -> _Call:
+        """The call of the whole request, or of one row range (its body encoded now, when it is sent)."""
+        tensors = request.tensors if rows is None else request.split.part(*rows)
+        student = request.student
+        return _Call(request.path, request_body(tensors, request.options, self.encoding), lambda answer: loss_result(answer, student))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         """``client.kl_div(...)`` and so on: :meth:`loss` for each registered loss."""
@@ -182,6 +240,11 @@ class DistillClient(_Calls):
         retries: extra attempts on 502/503/504 and connection errors.
         backoff / max_backoff: exponential backoff base and cap in seconds.
         encoding: ``base64`` (default, fast and exact) or ``json`` lists.
+        chunks_in_flight: a loss request too large for the server (estimated over 16 MiB, checked
+            against ``GET /v1/info``'s limits, read once) is sent as row chunks, this many at once, and
+            their answers combined exactly (:mod:`distill.client.chunks`).
+        chunk_bytes: the body size to cut chunks to instead of the server's limits (any request over
+            it is chunked).
         transport: an httpx transport (tests use mock transports).
     """
 
@@ -195,10 +258,30 @@ class DistillClient(_Calls):
         backoff: float = 0.1,
         max_backoff: float = 5.0,
         encoding: Encoding = "base64",
+        chunks_in_flight: int = 4,
+        chunk_bytes: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, retries=retries, backoff=backoff, max_backoff=max_backoff, encoding=encoding)
+        super().__init__(
+            api_key=api_key,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            encoding=encoding,
+            chunks_in_flight=chunks_in_flight,
+            chunk_bytes=chunk_bytes,
+        )
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def _send_rows(self, request: _RowRequest) -> Any:
+        if self._wants_limits(request):
+            self._limits = Limits.from_info(self.info())
+        ranges = self._chunk_ranges(request)
+        if ranges is None:
+            return self._send(self._row_call(request))
+        with ThreadPoolExecutor(max_workers=min(self.chunks_in_flight, len(ranges)), thread_name_prefix="distill-chunk") as pool:
+            results = list(pool.map(lambda rows: self._send(self._row_call(request, rows)), ranges))
+        return combine(results, request.split, request.student)
 
     def _send(self, call: _Call) -> Any:
         attempt = 0
@@ -225,7 +308,8 @@ class DistillClient(_Calls):
 
 
 class AsyncDistillClient(_Calls):
-    """Asynchronous client; the same methods as :class:`DistillClient`, awaited."""
+    """Asynchronous client; the same methods and arguments as :class:`DistillClient`, awaited (chunks are
+    sent concurrently on the event loop)."""
 
     def __init__(
         self,
@@ -237,10 +321,35 @@ class AsyncDistillClient(_Calls):
         backoff: float = 0.1,
         max_backoff: float = 5.0,
         encoding: Encoding = "base64",
+        chunks_in_flight: int = 4,
+        chunk_bytes: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, retries=retries, backoff=backoff, max_backoff=max_backoff, encoding=encoding)
+        super().__init__(
+            api_key=api_key,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            encoding=encoding,
+            chunks_in_flight=chunks_in_flight,
+            chunk_bytes=chunk_bytes,
+        )
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def _send_rows(self, request: _RowRequest) -> Any:
+        if self._wants_limits(request):
+            self._limits = Limits.from_info(await self.info())
+        ranges = self._chunk_ranges(request)
+        if ranges is None:
+            return await self._send(self._row_call(request))
+        slots = asyncio.Semaphore(self.chunks_in_flight)
+
+        async def send(rows: tuple[int, int]) -> Any:
+            async with slots:
+                return await self._send(self._row_call(request, rows))
+
+        results = await asyncio.gather(*(send(rows) for rows in ranges))
+        return combine(list(results), request.split, request.student)
 
     async def _send(self, call: _Call) -> Any:
         attempt = 0

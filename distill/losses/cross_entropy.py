@@ -245,7 +245,7 @@ def hard_normalizer(labels_kept: Tensor, none_ignored: bool, weight: Tensor | No
     if weight is None:
         return float(valid.sum()) if valid is not None else float(labels_kept.numel())
     total = float(weight.to(torch.float64)[labels_kept if valid is None else labels_kept[valid]].sum())
-    if total == 0.0 and (valid is None or bool(valid.any())):
+    if total == 0.0 and labels_kept.numel() and (valid is None or bool(valid.any())):
         raise InputError("weight", "the weights of the labelled classes sum to 0: their weighted mean is undefined (use reduction 'sum')")
     return total
 

@@ -84,6 +84,7 @@ def run_kernel(
     elements_per_row: bool = False,
     row_max: Tensor | None = None,
     fused: Fused | None = None,
+    chunk_elements: int | None = None,
 ) -> KernelOutput:
     """Run ``kernel`` over the kept rows in chunks and assemble the outputs.
 
@@ -97,6 +98,7 @@ def run_kernel(
             ``elements_per_row``), zero on dropped rows.
         row_max: optional (n_rows,) maxima of the student rows, handed to the kernel per chunk.
         fused: the loss's fused kernel, tried first where it applies.
+        chunk_elements: elements per chunk (default :data:`~distill.rows.layout.CHUNK_ELEMENTS`).
     """
     dtype = compute_dtype(student_flat.dtype)
     device = student_flat.device
@@ -116,7 +118,7 @@ def run_kernel(
                 return KernelOutput(row_loss, elements, grad, loss_sum)
     write_in_place = grad is not None and not masked and grad.dtype == dtype
     position = 0
-    for selection in rows.chunks():
+    for selection in rows.chunks(chunk_elements):
         count = selection.stop - selection.start if isinstance(selection, slice) else int(selection.numel())
         positions = slice(position, position + count)
         position += count

@@ -42,6 +42,9 @@ class Prepared:
         grad_scale: the factor each kept row's gradient is multiplied by (T² / (T · normalizer) …).
         compute_grad: whether the caller wants the gradient.
         per_row: element losses are per row (cross-entropy) rather than per class.
+        chunk_elements: elements per chunk of rows, when the kernel wants other than
+            :data:`~distill.rows.layout.CHUNK_ELEMENTS` (a kernel of many small torch ops per chunk
+            pays their overhead per chunk).
     """
 
     loss: str
@@ -56,6 +59,7 @@ class Prepared:
     compute_grad: bool
     per_row: bool = False
     build_fused: FusedBuilder | None = None
+    chunk_elements: int | None = None
 
     def fused(self, data: dict[str, Tensor]) -> Fused | None:
         """The fused kernel for ``data`` (this request's per-row data, or a group's), if any."""
@@ -74,6 +78,7 @@ def run(prepared: Prepared) -> LossResult:
         elements_per_row=prepared.per_row,
         row_max=prepared.data.get("row_max"),
         fused=prepared.fused(prepared.data),
+        chunk_elements=prepared.chunk_elements,
     )
     return finish(out, prepared.rows, prepared.reduction, prepared.normalizer, per_row=prepared.per_row)
 

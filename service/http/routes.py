@@ -90,6 +90,9 @@ class Info(BaseModel):
     losses: list[str]
     max_body_bytes: int
     max_tensor_elements: int
+    max_inflight_bytes: int = Field(
+        description="Memory the requests in flight may hold, counted as 2.5 bytes per body byte (503 with Retry-After beyond)"
+    )
     batching: bool
     max_wait_ms: float
     max_batch_rows: int
@@ -116,6 +119,7 @@ async def info(request: Request) -> Info:
         losses=[route for route, _, _, tag in ROUTES if tag == "losses"],
         max_body_bytes=runtime.settings.max_body_bytes,
         max_tensor_elements=runtime.settings.max_tensor_elements,
+        max_inflight_bytes=runtime.budget.limit,
         batching=runtime.settings.batching,
         max_wait_ms=runtime.settings.max_wait_ms,
         max_batch_rows=runtime.settings.max_batch_rows,

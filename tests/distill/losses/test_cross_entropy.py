@@ -180,3 +180,9 @@ def test_property_hard_labels(lead, classes, scale, label_smoothing, reduction, 
         label_smoothing=label_smoothing,
         reduction=reduction,
     )
+
+
+def test_weighted_mean_over_no_kept_rows_is_zero_over_zero():
+    """Every row masked: nothing is labelled, so the empty weighted mean answers 0 with normaliser 0 (not a weight error)."""
+    result = cross_entropy(torch.randn(3, 4), labels=torch.tensor([0, 1, 2]), weight=torch.ones(4), mask=torch.zeros(3, dtype=torch.bool))
+    assert float(result.loss) == 0.0 and result.normalizer == 0.0 and torch.all(result.grad == 0)

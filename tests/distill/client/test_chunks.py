@@ -1,0 +1,134 @@
+"""Row chunks: a request cut into chunks and combined equals the one request, for every reduction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+import distill
+from distill import LOSSES
+from distill.client import AsyncDistillClient, DistillClient, RemoteKLDiv
+from distill.client.chunks import Limits, RowSplit, combine
+from service.app import create_app
+from service.settings import Settings
+from tests.distill import inputs
+from tests.live import threaded_server
+
+SHAPE = (4, 6, 30)
+STUDENT = inputs.logits(SHAPE, torch.float64, 1)
+TEACHER = inputs.logits(SHAPE, torch.float64, 2)
+LABELS = inputs.labels(SHAPE, 3, ignore_every=5)
+#: The first six rows (the first chunk of six) and rows 12–17 are all masked.
+MASK = torch.ones(SHAPE[:-1], dtype=torch.bool)
+MASK[0] = False
+MASK[2] = False
+MASK[3, 1] = False
+TOP_INDICES = torch.log_softmax(TEACHER, -1).topk(4, -1).indices
+TOP_LOG_PROBS = torch.log_softmax(TEACHER, -1).gather(-1, TOP_INDICES)
+
+CASES = {
+    "kl_div": ({"teacher_logits": TEACHER, "temperature": 2.0}, ("batchmean", "sum", "mean", "none")),
+    "cross_entropy": ({"labels": LABELS, "weight": torch.rand(30, dtype=torch.float64) + 0.5}, ("mean", "sum", "none")),
+    "jsd": (
+        {"teacher_topk_indices": TOP_INDICES, "teacher_topk_log_probs": TOP_LOG_PROBS, "missing_mass": "tail"},
+        ("batchmean", "sum", "mean", "none"),
+    ),
+    "mse_loss": ({"teacher": TEACHER}, ("mean", "sum", "none")),
+}
+PARAMETERS = [(name, reduction) for name, (_, reductions) in CASES.items() for reduction in reductions]
+
+
+def assert_equal_to_one_request(chunked: distill.LossResult, whole: distill.LossResult) -> None:
+    torch.testing.assert_close(chunked.loss, whole.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(chunked.grad, whole.grad, rtol=1e-12, atol=1e-15)
+    assert chunked.loss_sum == pytest.approx(whole.loss_sum, rel=1e-12)
+    assert chunked.normalizer == pytest.approx(whole.normalizer, rel=1e-12) and chunked.reduction == whole.reduction
+
+
+@pytest.mark.parametrize(("name", "reduction"), PARAMETERS)
+@pytest.mark.parametrize("rows", [1, 5, 6, 24])
+def test_engine_answers_of_the_chunks_combine_into_the_one_answer(name, reduction, rows):
+    targets, _ = CASES[name]
+    spec = LOSSES[name]
+    student_name = spec.students[0].name
+    tensors = {student_name: STUDENT, **{key: value for key, value in targets.items() if isinstance(value, torch.Tensor)}, "mask": MASK}
+    options = {key: value for key, value in targets.items() if not isinstance(value, torch.Tensor)}
+    split = RowSplit.of(spec, tensors, STUDENT)
+    assert "weight" not in split.per_row
+    parts = [split.part(start, min(start + rows, split.rows)) for start in range(0, split.rows, rows)]
+    results = [spec.compute(**part, **options, reduction=reduction) for part in parts]
+    whole = spec.compute(**tensors, **options, reduction=reduction)
+    assert_equal_to_one_request(combine(results, split, STUDENT), whole)
+
+
+def test_rows_per_chunk_follow_the_limits():
+    split = RowSplit.of(LOSSES["kl_div"], {"student_logits": STUDENT, "teacher_logits": TEACHER}, STUDENT)
+    per_row = 2 * 30 * 8 * 4 / 3
+    assert split.bytes_per_row("base64") == per_row
+    assert split.rows_per_chunk(Limits(10**9, 10**9, 10**12), "base64", 4, chunk_bytes=int(5 * per_row)) == 5
+    assert split.rows_per_chunk(Limits(int(7 * per_row / 0.8) + 1, 10**9, 10**12), "base64", 4) == 7
+    assert split.rows_per_chunk(Limits(10**9, 10**9, int(2.5 * 4 * 3 * per_row / 0.8) + 8), "base64", 4) == 3
+    assert split.rows_per_chunk(Limits(10**9, 95, 10**12), "base64", 4) == 3
+    with pytest.raises(ValueError, match="one row"):
+        split.rows_per_chunk(Limits(100, 10**9, 10**12), "base64", 4)
+
+
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[str]:
+    """A server with a 16 KiB body limit: a (4, 6, 30) float64 request with its teacher (15 KiB in base64) fits one
+    request, but not the share of its in-flight budget (64 KiB) that one of four chunks in flight may take."""
+    app = create_app(Settings(device="cpu", max_body_bytes=16 << 10))
+    with threaded_server(app) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("name", "reduction"), PARAMETERS)
+def test_a_chunked_call_equals_the_one_request(small_server, name, reduction):
+    targets, _ = CASES[name]
+    student_name = LOSSES[name].students[0].name
+    whole = LOSSES[name].compute(**{student_name: STUDENT}, **targets, reduction=reduction, mask=MASK)
+    sent = []
+    with DistillClient(small_server, chunk_bytes=5_000, chunks_in_flight=3) as client:
+        client._http.event_hooks["request"].append(sent.append)
+        chunked = client.loss(name, **{student_name: STUDENT}, **targets, reduction=reduction, mask=MASK)
+    assert len(sent) >= 2 and all(len(request.content) <= 16 << 10 for request in sent)
+    assert_equal_to_one_request(chunked, whole)
+
+
+def test_the_server_limits_decide_the_chunks(small_server, monkeypatch):
+    monkeypatch.setattr("distill.client.http.CHUNKING_THRESHOLD", 1_000)
+    whole = distill.kl_div(STUDENT, teacher_logits=TEACHER, mask=MASK)
+    paths = []
+    with DistillClient(small_server) as client:
+        client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
+        chunked = client.kl_div(STUDENT, teacher_logits=TEACHER, mask=MASK)
+        assert client._limits == Limits(16 << 10, 1 << 25, 4 * (16 << 10))
+    assert paths[0] == "/v1/info" and paths.count("/v1/kl_div") > 1
+    assert_equal_to_one_request(chunked, whole)
+
+
+def test_the_async_client_chunks_concurrently(small_server):
+    async def call() -> distill.LossResult:
+        async with AsyncDistillClient(small_server, chunk_bytes=5_000, chunks_in_flight=4) as client:
+            return await client.cross_entropy(STUDENT, **CASES["cross_entropy"][0], mask=MASK)
+
+    assert_equal_to_one_request(asyncio.run(call()), distill.cross_entropy(STUDENT, **CASES["cross_entropy"][0], mask=MASK))
+
+
+def test_remote_modules_backpropagate_through_chunks(small_server):
+    leaf = STUDENT.clone().requires_grad_(True)
+    with DistillClient(small_server, chunk_bytes=5_000) as client:
+        RemoteKLDiv(client, temperature=2.0)(leaf, TEACHER, mask=MASK).backward()
+    expected = distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0, mask=MASK)
+    torch.testing.assert_close(leaf.grad, expected.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_small_requests_are_sent_whole_without_reading_the_limits(small_server):
+    paths = []
+    with DistillClient(small_server) as client:
+        client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
+        client.kl_div(STUDENT[:1, :1], teacher_logits=TEACHER[:1, :1])
+    assert paths == ["/v1/kl_div"]
