@@ -12,7 +12,9 @@ the same way; per-class weights go whole with every chunk. The answers combine e
 for the averaging reductions (each chunk's gradient was divided by its own normaliser; the one-request
 gradient divides by the total), ``sum`` adds the losses and keeps the gradients, and ``none``
 concatenates both. A chunk whose rows are all masked or ignored contributes normaliser 0 and a zero
-gradient; if every chunk does, the loss is 0 as in one request.
+gradient; if every chunk does, the loss is 0 as in one request. The combined objective is cut the same
+way when every student tensor (the logits and the named features) has the same leading shape; its chunks
+carry each term's own gradient, and each term is combined as a loss, then weighted and summed.
 
 Chunk size: the rows that keep a chunk's body (estimated from the tensors' encoded size per row) under
 the server's ``max_body_bytes`` and under its in-flight budget shared by the chunks sent at once
@@ -23,14 +25,15 @@ the server's ``max_body_bytes`` and under its in-flight budget shared by the chu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from distill.registry import LossSpec
+from distill.objective import LOGITS, DistillResult, Term, TermResult
+from distill.registry import LOSSES, LossSpec
 from distill.result import LossResult
 
 #: Requests estimated below this many body bytes are sent as they are, without asking the server's limits.
@@ -74,23 +77,26 @@ class RowSplit:
     whole: dict[str, Tensor]
 
     @classmethod
-    def of(cls, spec: LossSpec, tensors: Mapping[str, Tensor], student: Tensor) -> RowSplit:
-        """Split ``tensors`` (the request's, by argument name) of a call to ``spec`` with ``student``.
-
-        The student, its targets and the mask are per row (their leading shape is the student's; a
-        loss's own checks refuse any that is not); weights are whole.
-        """
-        lead = tuple(student.shape[:-1])
+    def of(cls, lead: tuple[int, ...], tensors: Mapping[str, Tensor], whole: Iterable[str] = ()) -> RowSplit:
+        """Split ``tensors`` by the rows of the leading shape ``lead``: those named in ``whole`` (per-class
+        weights) and any whose shape does not start with ``lead`` go whole; the others are cut by rows (a
+        loss's own checks refuse a per-row tensor of another leading shape)."""
         rows = math.prod(lead)
-        weights = {tensor.name for tensor in spec.inputs if tensor.role == "weight"}
+        kept_whole = set(whole)
         per_row: dict[str, Tensor] = {}
-        whole: dict[str, Tensor] = {}
+        whole_tensors: dict[str, Tensor] = {}
         for name, tensor in tensors.items():
-            if name in weights or tuple(tensor.shape[: len(lead)]) != lead or tensor.dim() < len(lead):
-                whole[name] = tensor
+            if name in kept_whole or tensor.dim() < len(lead) or tuple(tensor.shape[: len(lead)]) != lead:
+                whole_tensors[name] = tensor
             else:
                 per_row[name] = tensor.reshape(rows, *tensor.shape[len(lead) :])
-        return cls(rows, lead, per_row, whole)
+        return cls(rows, lead, per_row, whole_tensors)
+
+    @classmethod
+    def of_loss(cls, spec: LossSpec, tensors: Mapping[str, Tensor], student: Tensor) -> RowSplit:
+        """The split of a call to the loss ``spec`` with ``student``: its weights go whole."""
+        weights = [tensor.name for tensor in spec.inputs if tensor.role == "weight"]
+        return cls.of(tuple(student.shape[:-1]), tensors, weights)
 
     def part(self, start: int, stop: int) -> dict[str, Tensor]:
         """The tensors of rows ``start:stop`` (views), with the whole ones."""
@@ -128,14 +134,14 @@ class RowSplit:
         return rows
 
 
-def combine(results: list[LossResult], split: RowSplit, student: Tensor) -> LossResult:
-    """The one-request answer from the chunks' answers, in row order (see the module docstring)."""
+def combine(results: Sequence[LossResult], student: Tensor) -> LossResult:
+    """The one-request answer for ``student`` from the chunks' answers, in row order (see the module docstring)."""
     reduction = results[0].reduction
     loss_sum = sum(result.loss_sum for result in results)
     grads = [result.grad for result in results]
     if reduction == "none":
         loss = torch.cat([result.loss for result in results])  # (rows, C) element-wise, (rows,) per row
-        loss = loss.reshape(student.shape if loss.dim() == 2 else split.lead_shape)
+        loss = loss.reshape(student.shape if loss.dim() == 2 else student.shape[:-1])
         return LossResult(loss, _joined(grads, student), loss_sum, 1.0, reduction)
     if reduction == "sum":
         loss_value, normalizer, scales = loss_sum, 1.0, [1.0] * len(results)
@@ -146,6 +152,68 @@ def combine(results: list[LossResult], split: RowSplit, student: Tensor) -> Loss
     scaled = [None if grad is None else grad * scale for grad, scale in zip(grads, scales, strict=True)]
     loss = torch.tensor(loss_value, dtype=results[0].loss.dtype)
     return LossResult(loss, _joined(scaled, student), loss_sum, normalizer, reduction)
+
+
+@dataclass(frozen=True)
+class ObjectiveRows:
+    """The combined objective's tensors by rows: the students, the mask and every term's tensors.
+
+    Attributes:
+        split: all of them under one namespace (``student.<name>``, ``mask``, ``<term index>.<argument>``).
+        chunkable: every student has the logits' leading shape (else the request goes whole).
+    """
+
+    split: RowSplit
+    chunkable: bool
+
+    @classmethod
+    def of(cls, students: Mapping[str, Tensor], mask: Tensor | None, terms: Sequence[Term]) -> ObjectiveRows:
+        named = {f"student.{name}": tensor for name, tensor in students.items()} | ({} if mask is None else {"mask": mask})
+        for index, term in enumerate(terms):
+            named |= {f"{index}.{key}": value for key, value in term.options.items() if isinstance(value, Tensor)}
+        weights = [
+            f"{index}.{tensor.name}" for index, term in enumerate(terms) for tensor in LOSSES[term.loss].inputs if tensor.role == "weight"
+        ]
+        split = RowSplit.of(tuple(students[LOGITS].shape[:-1]), named, weights)
+        return cls(split, all(f"student.{name}" in split.per_row for name in students))
+
+    def take(
+        self, students: Mapping[str, Tensor], mask: Tensor | None, terms: Sequence[Term], rows: tuple[int, int] | None
+    ) -> tuple[dict[str, Tensor], Tensor | None, list[Term]]:
+        """The students, the mask and the terms of rows ``start:stop``; all of them as given for None."""
+        if rows is None:
+            return dict(students), mask, list(terms)
+        part = self.split.part(*rows)
+        chunk_terms = [
+            replace(term, options={key: part.get(f"{index}.{key}", value) for key, value in term.options.items()})
+            for index, term in enumerate(terms)
+        ]
+        return {name: part[f"student.{name}"] for name in students}, part.get("mask"), chunk_terms
+
+
+def combine_objective(
+    results: Sequence[DistillResult], terms: Sequence[Term], students: Mapping[str, Tensor], term_grads: bool
+) -> DistillResult:
+    """The one-request answer of the combined objective from its chunks' answers, which carried every
+    term's own gradient: each term is combined as a loss (:func:`combine`) and the gradients summed per
+    student, a_k · ∂L_k/∂student."""
+    combined = [combine([result.terms[index].result for result in results], students[term.student]) for index, term in enumerate(terms)]
+    logits = students[LOGITS]
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    total = torch.tensor(sum(term.coefficient * float(result.loss) for term, result in zip(terms, combined, strict=True)), dtype=dtype)
+    grads: dict[str, Tensor] | None = None
+    if all(result.grad is not None for result in combined):
+        grads = {name: torch.zeros(tensor.shape, dtype=tensor.dtype) for name, tensor in students.items()}
+        for term, result in zip(terms, combined, strict=True):
+            assert result.grad is not None
+            grads[term.student] += result.grad.to(grads[term.student].dtype) * term.coefficient
+    term_results = [
+        TermResult(term.loss, term.coefficient, result if term_grads else replace(result, grad=None), term.student)
+        for term, result in zip(terms, combined, strict=True)
+    ]
+    if grads is None:
+        return DistillResult(total, None, term_results)
+    return DistillResult(total, grads.pop(LOGITS), term_results, grads)
 
 
 def _joined(grads: list[Tensor | None], student: Tensor) -> Tensor | None:

@@ -24,10 +24,10 @@ import orjson
 import torch
 from torch import Tensor
 
-from distill.client.chunks import CHUNKING_THRESHOLD, Limits, RowSplit, combine
+from distill.client.chunks import CHUNKING_THRESHOLD, Limits, ObjectiveRows, RowSplit, combine, combine_objective
 from distill.client.errors import ServiceError
 from distill.client.wire import Encoding, distill_result, encode_tensor, loss_result, request_body, term_body
-from distill.objective import Term
+from distill.objective import LOGITS, Term
 from distill.registry import LOSSES
 
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -35,13 +35,19 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 @dataclass(frozen=True)
 class _RowRequest:
-    """A loss request before it is encoded: whole, or cut into row chunks."""
+    """A request before it is encoded: sent whole, or cut into row chunks whose answers are combined.
 
-    path: str
-    tensors: dict[str, Tensor]
-    options: dict[str, Any]
-    student: Tensor
+    Attributes:
+        split: its tensors by rows (the chunk planning reads their sizes).
+        whole: the call of the whole request.
+        chunk: the call of rows ``start:stop`` (its body encoded when it is made, as it is sent).
+        combine: the chunks' answers, in row order, into the answer of the whole request.
+    """
+
     split: RowSplit
+    whole: Callable[[], _Call]
+    chunk: Callable[[int, int], _Call]
+    combine: Callable[[list[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,19 @@ class _Calls:
             raise ValueError(f"give {' or '.join(tensor.name for tensor in spec.students)}")
         tensors = {key: value for key, value in arguments.items() if isinstance(value, Tensor)}
         options = {key: value for key, value in arguments.items() if not isinstance(value, Tensor)}
-        return self._send_rows(_RowRequest(f"/v1/{name}", tensors, options, student, RowSplit.of(spec, tensors, student)))
+        split = RowSplit.of_loss(spec, tensors, student)
+
+        def call(part: dict[str, Tensor]) -> _Call:
+            return _Call(f"/v1/{name}", request_body(part, options, self.encoding), lambda answer: loss_result(answer, student))
+
+        return self._send_rows(
+            _RowRequest(
+                split, lambda: call(tensors), lambda start, stop: call(split.part(start, stop)), lambda parts: combine(parts, student)
+            )
+        )
 
     def _send_rows(self, request: _RowRequest) -> Any:
-        """Send a loss request whole, or in row chunks (:mod:`distill.client.chunks`) when it outgrows the server."""
+        """Send a request whole, or in row chunks (:mod:`distill.client.chunks`) when it outgrows the server."""
         raise NotImplementedError
 
     def _wants_limits(self, request: _RowRequest) -> bool:
@@ -135,12 +150,6 @@ class _Calls:
         if rows >= split.rows:
             return None
         return [(start, min(start + rows, split.rows)) for start in range(0, split.rows, rows)]
-
-    def _row_call(self, request: _RowRequest, rows: tuple[int, int] | None = None) -> _Call:
-        """The call of the whole request, or of one row range (its body encoded now, when it is sent)."""
-        tensors = request.tensors if rows is None else request.split.part(*rows)
-        student = request.student
-        return _Call(request.path, request_body(tensors, request.options, self.encoding), lambda answer: loss_result(answer, student))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         """``client.kl_div(...)`` and so on: :meth:`loss` for each registered loss."""
@@ -170,17 +179,32 @@ class _Calls:
         term_grads: bool = False,
     ) -> Any:
         """``POST /v1/distill`` with :func:`distill.distill`'s arguments; returns a
-        :class:`~distill.objective.DistillResult` (awaitable when async)."""
-        student_logits = student_logits if isinstance(student_logits, Tensor) else torch.as_tensor(student_logits)
+        :class:`~distill.objective.DistillResult` (awaitable when async). Sent in row chunks, like a
+        loss, when it outgrows the server and every student has the logits' leading shape."""
+        logits = torch.as_tensor(student_logits)
         features = {name: torch.as_tensor(value) for name, value in (student_features or {}).items()}
-        mask = mask if mask is None or isinstance(mask, Tensor) else torch.as_tensor(mask)
-        body = request_body(
-            {"student_logits": student_logits, "mask": mask}, {"compute_grad": compute_grad, "term_grads": term_grads}, self.encoding
+        mask = None if mask is None else torch.as_tensor(mask)
+        students = {LOGITS: logits, **features}
+        rows = ObjectiveRows.of(students, mask, terms)
+
+        def call(part: tuple[int, int] | None) -> _Call:
+            chunk_students, chunk_mask, chunk_terms = rows.take(students, mask, terms, part)
+            options = {"compute_grad": compute_grad, "term_grads": term_grads or part is not None}
+            body = request_body({LOGITS: chunk_students[LOGITS], "mask": chunk_mask}, options, self.encoding)
+            if features:
+                body["student_features"] = {name: encode_tensor(chunk_students[name], self.encoding) for name in features}
+            body["terms"] = [term_body(term, self.encoding) for term in chunk_terms]
+            named = {name: chunk_students[name] for name in features}
+            return _Call("/v1/distill", body, lambda answer: distill_result(answer, chunk_students[LOGITS], named))
+
+        return self._send_rows(
+            _RowRequest(
+                rows.split if rows.chunkable else RowSplit(1, (), {}, {}),
+                lambda: call(None),
+                lambda start, stop: call((start, stop)),
+                lambda parts: combine_objective(parts, terms, students, term_grads),
+            )
         )
-        if features:
-            body["student_features"] = {name: encode_tensor(value, self.encoding) for name, value in features.items()}
-        body["terms"] = [term_body(term, self.encoding) for term in terms]
-        return self._send(_Call("/v1/distill", body, lambda answer: distill_result(answer, student_logits, features)))
 
     def info(self) -> Any:
         """``GET /v1/info`` as a dict (awaitable when async)."""
@@ -278,10 +302,10 @@ class DistillClient(_Calls):
             self._limits = Limits.from_info(self.info())
         ranges = self._chunk_ranges(request)
         if ranges is None:
-            return self._send(self._row_call(request))
+            return self._send(request.whole())
         with ThreadPoolExecutor(max_workers=min(self.chunks_in_flight, len(ranges)), thread_name_prefix="distill-chunk") as pool:
-            results = list(pool.map(lambda rows: self._send(self._row_call(request, rows)), ranges))
-        return combine(results, request.split, request.student)
+            results = list(pool.map(lambda rows: self._send(request.chunk(*rows)), ranges))
+        return request.combine(results)
 
     def _send(self, call: _Call) -> Any:
         attempt = 0
@@ -341,15 +365,15 @@ class AsyncDistillClient(_Calls):
             self._limits = Limits.from_info(await self.info())
         ranges = self._chunk_ranges(request)
         if ranges is None:
-            return await self._send(self._row_call(request))
+            return await self._send(request.whole())
         slots = asyncio.Semaphore(self.chunks_in_flight)
 
         async def send(rows: tuple[int, int]) -> Any:
             async with slots:
-                return await self._send(self._row_call(request, rows))
+                return await self._send(request.chunk(*rows))
 
         results = await asyncio.gather(*(send(rows) for rows in ranges))
-        return combine(list(results), request.split, request.student)
+        return request.combine(list(results))
 
     async def _send(self, call: _Call) -> Any:
         attempt = 0

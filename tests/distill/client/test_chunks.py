@@ -56,16 +56,16 @@ def test_engine_answers_of_the_chunks_combine_into_the_one_answer(name, reductio
     student_name = spec.students[0].name
     tensors = {student_name: STUDENT, **{key: value for key, value in targets.items() if isinstance(value, torch.Tensor)}, "mask": MASK}
     options = {key: value for key, value in targets.items() if not isinstance(value, torch.Tensor)}
-    split = RowSplit.of(spec, tensors, STUDENT)
+    split = RowSplit.of_loss(spec, tensors, STUDENT)
     assert "weight" not in split.per_row
     parts = [split.part(start, min(start + rows, split.rows)) for start in range(0, split.rows, rows)]
     results = [spec.compute(**part, **options, reduction=reduction) for part in parts]
     whole = spec.compute(**tensors, **options, reduction=reduction)
-    assert_equal_to_one_request(combine(results, split, STUDENT), whole)
+    assert_equal_to_one_request(combine(results, STUDENT), whole)
 
 
 def test_rows_per_chunk_follow_the_limits():
-    split = RowSplit.of(LOSSES["kl_div"], {"student_logits": STUDENT, "teacher_logits": TEACHER}, STUDENT)
+    split = RowSplit.of_loss(LOSSES["kl_div"], {"student_logits": STUDENT, "teacher_logits": TEACHER}, STUDENT)
     per_row = 2 * 30 * 8 * 4 / 3
     assert split.bytes_per_row("base64") == per_row
     assert split.rows_per_chunk(Limits(10**9, 10**9, 10**12), "base64", 4, chunk_bytes=int(5 * per_row)) == 5
@@ -132,3 +132,46 @@ def test_small_requests_are_sent_whole_without_reading_the_limits(small_server):
         client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
         client.kl_div(STUDENT[:1, :1], teacher_logits=TEACHER[:1, :1])
     assert paths == ["/v1/kl_div"]
+
+
+HIDDEN = inputs.logits((*SHAPE[:-1], 8), torch.float64, 4)
+TEACHER_HIDDEN = inputs.logits((*SHAPE[:-1], 8), torch.float64, 5)
+OBJECTIVE = [
+    distill.Term.kl_div(5.0, teacher_topk_indices=TOP_INDICES, teacher_topk_log_probs=TOP_LOG_PROBS, missing_mass="tail", temperature=2.0),
+    distill.Term.cross_entropy(2.0, labels=LABELS, weight=torch.rand(30, dtype=torch.float64) + 0.5),
+    distill.Term.cosine_embedding_loss(1.0, student="hidden", teacher=TEACHER_HIDDEN),
+    distill.Term.mse_loss(0.5, teacher=TEACHER, reduction="sum"),
+]
+
+
+@pytest.mark.parametrize("term_grads", [False, True])
+def test_the_combined_objective_is_chunked_and_combined_exactly(small_server, term_grads):
+    whole = distill.distill(STUDENT, OBJECTIVE, student_features={"hidden": HIDDEN}, mask=MASK, term_grads=term_grads)
+    paths = []
+    with DistillClient(small_server, chunk_bytes=6_000, chunks_in_flight=2) as client:
+        client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
+        chunked = client.distill(STUDENT, OBJECTIVE, student_features={"hidden": HIDDEN}, mask=MASK, term_grads=term_grads)
+    assert paths.count("/v1/distill") > 2
+    torch.testing.assert_close(chunked.loss, whole.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(chunked.grad, whole.grad, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(chunked.grads["hidden"], whole.grads["hidden"], rtol=1e-12, atol=1e-15)
+    for ours, theirs in zip(chunked.terms, whole.terms, strict=True):
+        assert (ours.loss, ours.student, ours.coefficient) == (theirs.loss, theirs.student, theirs.coefficient)
+        assert ours.result.loss_sum == pytest.approx(theirs.result.loss_sum, rel=1e-12)
+        assert ours.result.normalizer == pytest.approx(theirs.result.normalizer, rel=1e-12)
+        if term_grads:
+            torch.testing.assert_close(ours.result.grad, theirs.result.grad, rtol=1e-12, atol=1e-15)
+        else:
+            assert ours.result.grad is None
+
+
+def test_an_objective_whose_students_differ_in_rows_goes_whole(small_server):
+    student, teacher, pooled = STUDENT[:2], TEACHER[:2], HIDDEN[:2, 0]
+    terms = [distill.Term.kl_div(teacher_logits=teacher), distill.Term.mse_loss(teacher=torch.zeros_like(pooled), student="pooled")]
+    whole = distill.distill(student, terms, student_features={"pooled": pooled})
+    paths = []
+    with DistillClient(small_server, chunk_bytes=6_000) as client:
+        client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
+        result = client.distill(student, terms, student_features={"pooled": pooled})
+    assert paths == ["/v1/distill"]
+    torch.testing.assert_close(result.grads["pooled"], whole.grads["pooled"], rtol=1e-12, atol=1e-15)
