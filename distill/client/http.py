@@ -140,13 +140,17 @@ class _Calls:
             and split.estimated_bytes(self.encoding) > CHUNKING_THRESHOLD
         )
 
-    def _chunk_ranges(self, request: _RowRequest) -> list[tuple[int, int]] | None:
-        """The row ranges to send, or None to send the request whole."""
+    def _chunk_ranges(self, request: _RowRequest, refused: bool = False) -> list[tuple[int, int]] | None:
+        """The row ranges to send, or None to send the request whole. ``refused``: the server answered the
+        whole request 413 (too large), so it is cut whatever the estimate says, in halves at least."""
         split = request.split
-        if split.rows <= 1 or (self.chunk_bytes is None and split.estimated_bytes(self.encoding) <= CHUNKING_THRESHOLD):
+        small = self.chunk_bytes is None and split.estimated_bytes(self.encoding) <= CHUNKING_THRESHOLD
+        if split.rows <= 1 or (small and not refused):
             return None
         limits = self._limits or Limits(1 << 62, 1 << 62, 1 << 62)
         rows = split.rows_per_chunk(limits, self.encoding, self.chunks_in_flight, self.chunk_bytes)
+        if refused:
+            rows = min(rows, (split.rows + 1) // 2)
         if rows >= split.rows:
             return None
         return [(start, min(start + rows, split.rows)) for start in range(0, split.rows, rows)]
@@ -264,9 +268,9 @@ class DistillClient(_Calls):
         retries: extra attempts on 502/503/504 and connection errors.
         backoff / max_backoff: exponential backoff base and cap in seconds.
         encoding: ``base64`` (default, fast and exact) or ``json`` lists.
-        chunks_in_flight: a loss request too large for the server (estimated over 16 MiB, checked
-            against ``GET /v1/info``'s limits, read once) is sent as row chunks, this many at once, and
-            their answers combined exactly (:mod:`distill.client.chunks`).
+        chunks_in_flight: a request too large for the server (estimated over 16 MiB and checked against
+            ``GET /v1/info``'s limits, read once; or answered 413 whole) is sent as row chunks, this many
+            at once, and their answers combined exactly (:mod:`distill.client.chunks`).
         chunk_bytes: the body size to cut chunks to instead of the server's limits (any request over
             it is chunked).
         transport: an httpx transport (tests use mock transports).
@@ -302,7 +306,15 @@ class DistillClient(_Calls):
             self._limits = Limits.from_info(self.info())
         ranges = self._chunk_ranges(request)
         if ranges is None:
-            return self._send(request.whole())
+            try:
+                return self._send(request.whole())
+            except ServiceError as error:
+                if error.status != 413 or request.split.rows <= 1:
+                    raise
+            if self._limits is None:
+                self._limits = Limits.from_info(self.info())
+            ranges = self._chunk_ranges(request, refused=True)
+            assert ranges is not None
         with ThreadPoolExecutor(max_workers=min(self.chunks_in_flight, len(ranges)), thread_name_prefix="distill-chunk") as pool:
             results = list(pool.map(lambda rows: self._send(request.chunk(*rows)), ranges))
         return request.combine(results)
@@ -365,7 +377,15 @@ class AsyncDistillClient(_Calls):
             self._limits = Limits.from_info(await self.info())
         ranges = self._chunk_ranges(request)
         if ranges is None:
-            return await self._send(request.whole())
+            try:
+                return await self._send(request.whole())
+            except ServiceError as error:
+                if error.status != 413 or request.split.rows <= 1:
+                    raise
+            if self._limits is None:
+                self._limits = Limits.from_info(await self.info())
+            ranges = self._chunk_ranges(request, refused=True)
+            assert ranges is not None
         slots = asyncio.Semaphore(self.chunks_in_flight)
 
         async def send(rows: tuple[int, int]) -> Any:

@@ -72,7 +72,8 @@ from distill.rows.topk import TopKArguments, topk_teacher
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 REDUCTION = Option(
     "reduction",
-    "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element (not in the combined objective).",
+    "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element, per row with a top-k teacher "
+    "(not in the combined objective).",
     choices=REDUCTIONS,
 )
 

@@ -47,7 +47,11 @@ COSINE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
 
 STUDENT = TensorInput("student", Kind.FLOAT, "student", "Student features (..., H): hidden states, logits or any tensor.")
 TEACHER = TensorInput("teacher", Kind.FLOAT, "target", "Teacher features, the student's shape.")
-REDUCTION = Option("reduction", "mean = Σ / kept elements (cosine: / kept rows); sum; none = unreduced.", choices=REDUCTIONS)
+REDUCTION = Option(
+    "reduction",
+    "mean = Σ / kept elements (cosine: / kept rows); sum; none = element-wise, per row for the cosine (not in the combined objective).",
+    choices=REDUCTIONS,
+)
 
 
 def _difference(chunk: Chunk, teacher: Tensor) -> Tensor:

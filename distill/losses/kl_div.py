@@ -203,7 +203,8 @@ kl_div = register(
         SCALE_T2,
         Option(
             "reduction",
-            "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element (not in the combined objective).",
+            "batchmean = Σ / kept rows; sum; mean = Σ / elements; none = per element, per row with a top-k teacher "
+            "(not in the combined objective).",
             choices=REDUCTIONS,
         ),
     ),

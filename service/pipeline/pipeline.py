@@ -56,7 +56,7 @@ class V1:
         return call, call.prepare()
 
     def encode(self, call: EngineCall, result: LossResult | DistillResult) -> list[bytes]:
-        return render(call.encoding, result)
+        return render(call.encoding, result, call.feature_encodings)
 
 
 class Pipeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,8 +13,11 @@ from service.codec.parts import dump_parts
 from service.codec.tensors import Encoding, encode, encode_number
 
 
-def render(encoding: Encoding, result: LossResult | DistillResult | FunctionalResult) -> list[bytes]:
-    """The response body for an engine result, its tensors in ``encoding``.
+def render(
+    encoding: Encoding, result: LossResult | DistillResult | FunctionalResult, feature_encodings: Mapping[str, Encoding] | None = None
+) -> list[bytes]:
+    """The response body for an engine result, its tensors in ``encoding`` (a named student's gradient in
+    its ``feature_encodings`` entry, where given).
 
     Raises:
         NotRepresentable: a value JSON cannot carry (non-finite) in a JSON response.
@@ -31,7 +35,9 @@ def render(encoding: Encoding, result: LossResult | DistillResult | FunctionalRe
         body = {
             "loss": encode_number(float(result.loss), "loss"),
             "grad": _grad(result.grad, encoding, "grad"),
-            "grads": {name: encode(grad, encoding, f"grads.{name}") for name, grad in result.grads.items()},
+            "grads": {
+                name: encode(grad, (feature_encodings or {}).get(name, encoding), f"grads.{name}") for name, grad in result.grads.items()
+            },
             "terms": [
                 {
                     "name": term.loss,

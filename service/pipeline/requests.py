@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -34,11 +34,14 @@ class EngineCall:
         route: a registered loss's name, ``distill`` (the combined objective), or ``functional.<name>``.
         kwargs: the engine function's keyword arguments.
         encoding: how the response's tensors are encoded.
+        feature_encodings: for the combined objective, how each named student's gradient is encoded
+            (as that tensor was sent, unless the request's ``response_encoding`` says otherwise).
     """
 
     route: str
     kwargs: dict[str, Any]
     encoding: Encoding
+    feature_encodings: dict[str, Encoding] = field(default_factory=dict)
 
     def prepare(self) -> Work:
         """Validate on the engine (blocking): batchable work for a loss that batches, a callable otherwise.
@@ -123,16 +126,17 @@ def engine_call(route: str, request: Strict, device: torch.device, max_elements:
             Term(term.loss, term.coefficient, arguments(term, LOSSES[term.loss].term_parameters), term.student)
             for term in request.terms  # type: ignore[attr-defined]
         ]
-        features = request.student_features  # type: ignore[attr-defined]
+        features = request.student_features or {}  # type: ignore[attr-defined]
         kwargs = arguments(request, ("student_logits", "mask", "compute_grad", "term_grads")) | {
             "terms": terms,
-            "student_features": None if features is None else {name: tensor(value) for name, value in features.items()},
+            "student_features": {name: tensor(value) for name, value in features.items()} or None,
         }
-        students: tuple[str, ...] = ("student_logits",)
-    else:
-        spec = LOSSES[route]
-        kwargs = arguments(request, spec.parameters)
-        students = tuple(student.name for student in spec.students)
+        chosen = request.response_encoding  # type: ignore[attr-defined]
+        encodings = {name: chosen or value.encoding for name, value in features.items()}
+        return EngineCall(route, kwargs, chosen or request.student_logits.encoding, encodings)  # type: ignore[attr-defined]
+    spec = LOSSES[route]
+    kwargs = arguments(request, spec.parameters)
+    students = tuple(student.name for student in spec.students)
     given = [getattr(request, name) for name in students if getattr(request, name) is not None]
     encoding = request.response_encoding or (given[0].encoding if given else "json")  # type: ignore[attr-defined]
     return EngineCall(route, kwargs, encoding)

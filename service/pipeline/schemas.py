@@ -160,6 +160,13 @@ def term_model(spec: LossSpec) -> type[Strict]:
     return create_model(f"{spec.title}Term", __base__=Strict, __doc__=f"A term of the combined objective: {spec.description}", **fields)
 
 
+def _only_named_properties(schema: dict[str, Any]) -> None:
+    """``student_features``' object schema admits no name outside its pattern (as the server does)."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "object":
+            option["additionalProperties"] = False
+
+
 def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     """``DistillRequest``: the student, a list of terms (tagged by ``loss``), and the shared fields."""
     term: Any = Annotated[Union[tuple(terms)], Field(discriminator="loss")]  # noqa: UP007  # a union built from a list
@@ -173,6 +180,7 @@ def distill_request(terms: list[type[Strict]]) -> type[Strict]:
                 None,
                 max_length=MAX_TERMS,
                 description="Further student tensors by name (hidden states, attention maps) for terms whose student names them.",
+                json_schema_extra=_only_named_properties,
             ),
         ),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),

@@ -175,3 +175,13 @@ def test_an_objective_whose_students_differ_in_rows_goes_whole(small_server):
         result = client.distill(student, terms, student_features={"pooled": pooled})
     assert paths == ["/v1/distill"]
     torch.testing.assert_close(result.grads["pooled"], whole.grads["pooled"], rtol=1e-12, atol=1e-15)
+
+
+def test_a_request_refused_as_too_large_is_sent_again_in_chunks(small_server):
+    student, teacher = inputs.logits((8, 6, 30), torch.float64, 6), inputs.logits((8, 6, 30), torch.float64, 7)
+    paths = []
+    with DistillClient(small_server) as client:
+        client._http.event_hooks["response"].append(lambda response: paths.append((response.request.url.path, response.status_code)))
+        chunked = client.kl_div(student, teacher_logits=teacher)
+    assert paths[:2] == [("/v1/kl_div", 413), ("/v1/info", 200)] and len(paths) > 3
+    assert_equal_to_one_request(chunked, distill.kl_div(student, teacher_logits=teacher))

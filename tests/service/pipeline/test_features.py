@@ -94,3 +94,19 @@ def test_bad_named_students_are_422_naming_the_field(client, change, field, reas
     assert response.status_code == 422, response.text
     problem = response.json()
     assert problem["field"] == field and reason in problem["detail"], problem
+
+
+def test_each_gradient_mirrors_its_own_tensors_encoding(client):
+    body = {
+        "student_logits": LOGITS.tolist(),
+        "student_features": {"hidden": binary(HIDDEN), "listed": HIDDEN.tolist()},
+        "terms": [
+            {"loss": "mse_loss", "student": "hidden", "teacher": TEACHER_HIDDEN.tolist()},
+            {"loss": "mse_loss", "student": "listed", "teacher": TEACHER_HIDDEN.tolist()},
+        ],
+    }
+    answer = client.post("/v1/distill", json=body).json()
+    assert isinstance(answer["grad"], list) and isinstance(answer["grads"]["listed"], list)
+    assert set(answer["grads"]["hidden"]) == {"dtype", "shape", "data"}
+    forced = client.post("/v1/distill", json=body | {"response_encoding": "json"}).json()
+    assert isinstance(forced["grads"]["hidden"], list)
