@@ -25,6 +25,7 @@ function with any targets and a margin.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -92,13 +93,24 @@ def _smooth_l1_kernel(beta: float) -> Callable[[Tensor], Kernel]:
             grad = None
             if want_grad:
                 difference = _difference(chunk, teacher)
-                slope = torch.sign(difference, out=difference) if beta == 0.0 else difference.clamp_(-beta, beta).div_(beta)
-                grad = slope.mul_(chunk.grad_scale)
+                grad = _smooth_l1_slope(difference, beta).mul_(chunk.grad_scale)
             return ChunkResult(elements.sum(dim=-1), elements if want_elements else None, grad)
 
         return kernel
 
     return build
+
+
+def _smooth_l1_slope(difference: Tensor, beta: float) -> Tensor:
+    """clamp(d, −β, β) / β in place, as PyTorch forms it for β anywhere in [0, float64's max]: β that rounds
+    to 0 in the compute dtype is L1's sign(d) (PyTorch's answer there), and β beyond its range (where
+    every |d| < β) scales by the reciprocal instead of overflowing the clamp's bounds."""
+    rounded = float(torch.tensor(beta, dtype=difference.dtype))
+    if rounded == 0.0:
+        return torch.sign(difference, out=difference)
+    if math.isinf(rounded):
+        return difference.mul_(1.0 / beta)
+    return difference.clamp_(-beta, beta).div_(beta)
 
 
 def _prepare(

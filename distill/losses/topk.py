@@ -129,8 +129,16 @@ def topk_kernel(
         total = e.sum(dim=-1)
         e.scatter_(1, top, 0.0)
         outside = e.sum(dim=-1)
+        log_outside = outside.log()
+        lost = _underflowed_tails(outside, top.shape[1], s.shape[1])
+        if lost is not None:  # recompute those tails as log-sum-exps with their own maxima, and their shares
+            tail_z = s.index_select(0, lost) * inverse_t
+            tail_z.scatter_(1, top.index_select(0, lost), -math.inf)
+            tail_lse = torch.logsumexp(tail_z, dim=-1, keepdim=True)
+            log_outside[lost] = tail_lse.squeeze(1) - shift.index_select(0, lost).squeeze(1)
+            e[lost] = torch.where(tail_lse > -math.inf, (tail_z - tail_lse).exp_(), 0.0)  # q_j / q_tail
         log_total = total.log().unsqueeze(1)
-        log_q = torch.cat([s.gather(1, top) * inverse_t - shift - log_total, outside.log().unsqueeze(1) - log_total], dim=1)
+        log_q = torch.cat([s.gather(1, top) * inverse_t - shift - log_total, log_outside.unsqueeze(1) - log_total], dim=1)
         q, p = log_q.exp(), log_p.exp()
         elements, w = divergence.terms(q, log_q, p, log_p, False)
         row_loss = elements.sum(dim=-1)
@@ -143,9 +151,11 @@ def topk_kernel(
             k = top.shape[1]
             total_w = w.sum(dim=-1, keepdim=True)
             q_tail, w_tail = q[:, k:], w[:, k:]
-            per_tail = torch.where(q_tail > 0, w_tail / q_tail.clamp(min=torch.finfo(q.dtype).tiny), 0.0)
-            outside_scale = (per_tail - total_w) / total.unsqueeze(1) * chunk.grad_scale
-            grad = e.mul_(outside_scale)
+            # e holds exp(z_j − shift) outside the top k, so q_j = e_j / total and q_j / q_tail = e_j / outside
+            outside_scale = torch.where(outside.unsqueeze(1) > 0, w_tail / outside.unsqueeze(1), 0.0) - total_w / total.unsqueeze(1)
+            if lost is not None:  # there e holds q_j / q_tail itself
+                outside_scale[lost] = w_tail[lost] - total_w[lost] * q_tail[lost]
+            grad = e.mul_(outside_scale * chunk.grad_scale)
             inside = (w[:, :k] - q[:, :k] * total_w) * chunk.grad_scale
             grad.scatter_(1, top, inside)
         if factor != 1.0:
@@ -153,6 +163,15 @@ def topk_kernel(
         return ChunkResult(row_loss, row_loss if want_elements else None, grad)
 
     return kernel
+
+
+def _underflowed_tails(outside: Tensor, k: int, classes: int) -> Tensor | None:
+    """The rows whose sum over the classes outside the top k lost its precision to underflow (every such
+    class far below the row's maximum), or None: their tails are recomputed with their own maxima."""
+    if k == classes:
+        return None
+    lost = (outside < torch.finfo(outside.dtype).tiny).nonzero().squeeze(1)
+    return lost if lost.numel() else None
 
 
 def _raise_if_infinite(

@@ -132,8 +132,8 @@ def topk_teacher(
     if missing_mass == "renormalize":
         _check_some_mass(given, layout, argument)
         return TopKTeacher(flat_indices, torch.cat([torch.log_softmax(given, dim=-1), tail], dim=-1), "renormalize", argument)
-    mass = flat_values.double().exp().sum(dim=-1)
-    _check_normalised(mass, layout, argument)
+    mass = given.exp().sum(dim=-1, dtype=torch.float64)
+    _check_normalised(mass, layout, argument, complete=layout.n_classes == rows.n_classes)
     if layout.n_classes < rows.n_classes:
         tail = torch.log((1.0 - mass).clamp_(min=0.0)).to(compute).unsqueeze(1)
     return TopKTeacher(flat_indices, torch.cat([given, tail], dim=-1), "tail", argument)
@@ -184,13 +184,13 @@ def _check_some_mass(log_probs: Tensor, layout: Rows, argument: str) -> None:
         _raise_row(argument, "row has no probability mass (every value is -inf)", layout, empty)
 
 
-def _check_normalised(mass: Tensor, layout: Rows, argument: str) -> None:
+def _check_normalised(mass: Tensor, layout: Rows, argument: str, complete: bool) -> None:
+    """Under ``tail`` the k probabilities may not sum past 1 (+ slack); with k = C (``complete``: no tail
+    bin to hold the rest) they must sum to 1 (± slack)."""
     kept = _kept(mass, layout)
-    over = kept > 1.0 + TAIL_SLACK
-    if bool(over.any()):
-        total = float(kept[over][0])
-        reason = (
-            f"sums to {total:.6g} in probability, over 1 + {TAIL_SLACK:g}: under 'tail' they must be log-probabilities "
-            "normalised over the full vocabulary"
-        )
-        _raise_row(argument, reason, layout, over)
+    bad = (kept > 1.0 + TAIL_SLACK) | ((kept < 1.0 - TAIL_SLACK) if complete else False)
+    if bool(bad.any()):
+        total = float(kept[bad][0])
+        bound = f"over 1 + {TAIL_SLACK:g}" if total > 1.0 else f"under 1 - {TAIL_SLACK:g} with k = C (no tail bin for the rest)"
+        reason = f"sums to {total:.6g} in probability, {bound}: under 'tail' they must be log-probabilities normalised over all C"
+        _raise_row(argument, reason, layout, bad)

@@ -204,3 +204,17 @@ def test_beta_must_be_a_non_negative_number(beta):
     with pytest.raises(InputError) as caught:
         distill.smooth_l1_loss(torch.zeros(2, 3), teacher=torch.zeros(2, 3), beta=beta)
     assert caught.value.argument == "beta"
+
+
+@pytest.mark.parametrize("beta", [1e-300, 1e-46, 1e39, 1e300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_smooth_l1_at_betas_beyond_the_compute_dtype_is_pytorchs(beta, dtype):
+    student = torch.tensor([[0.5, -1.0], [1.0, 1.0]], dtype=dtype)
+    teacher = torch.tensor([[0.4, -0.8], [1.0, 0.5]], dtype=dtype)
+    result = distill.smooth_l1_loss(student, teacher=teacher, beta=beta)
+    leaf = student.to(torch.float32 if dtype == torch.bfloat16 else dtype).requires_grad_(True)
+    loss = F.smooth_l1_loss(leaf, teacher.to(leaf.dtype), beta=beta)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    torch.testing.assert_close(result.loss.float(), loss.detach().float(), rtol=1e-6, atol=1e-45)
+    bf16 = dtype == torch.bfloat16  # its smallest subnormal is 9e-41: stored gradients below it are 0
+    torch.testing.assert_close(result.grad.float(), grad.float(), rtol=1e-2 if bf16 else 1e-6, atol=1e-40 if bf16 else 1e-44)

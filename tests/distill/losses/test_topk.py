@@ -358,3 +358,26 @@ def test_a_student_minus_inf_where_the_teacher_has_mass_is_named():
 )
 def test_cross_entropy_options_a_top_k_teacher_cannot_honour(changes, field):
     assert error_of("cross_entropy", **changes).argument == field
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("name", "policy", "form"), CASES)
+def test_a_tail_far_below_the_top_k_is_computed_not_lost_to_underflow(dtype, name, policy, form):
+    """Every class outside the top k more than ~100 (float32) or ~750 (float64) below the row maximum:
+    their plain exponential sum underflows, the tail's log-sum-exp and its gradient shares must not."""
+    student = torch.tensor([[2.0, 0.5, -1.0, 0.0, 1.0], [0.3, -2.0, 0.1, 0.2, -0.4]], dtype=torch.float64)
+    indices = torch.tensor([[0, 4], [3, 0]])
+    values = torch.tensor([[-0.6931472, -1.2039728], [-0.5, -1.5]], dtype=torch.float64)
+    if form == "logits":
+        values = values * 0.01
+    result = getattr(distill, name)(student.to(dtype), **arguments(indices, values.to(dtype), form, policy, name), temperature=1e-3)
+    expected = reference(name, LOSS_OPTIONS[name], student, indices, values, form, policy, T=1e-3)
+    assert math.isfinite(float(result.loss))
+    assert_close(result.loss, expected[0], dtype)
+    assert_close(result.grad, expected[1], dtype)
+
+
+def test_tail_with_every_class_listed_must_hold_all_the_mass():
+    log_probs = torch.full((2, 10), -3.0, dtype=torch.float64)
+    error = error_of(teacher_topk_indices=torch.arange(10).repeat(2, 1), teacher_topk_log_probs=log_probs)
+    assert error.argument == "teacher_topk_log_probs" and "no tail bin" in error.reason and error.index == (0,)
