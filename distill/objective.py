@@ -181,7 +181,8 @@ def _located(error: InputError, index: int, term: Term) -> InputError:
     if error.argument == "mask":
         reason = error.reason if term.student == LOGITS else f"{error.reason} (terms.{index} applies to {student})"
         return InputError("mask", reason, error.index)
-    return InputError(f"terms.{index}.{error.argument}", error.reason, error.index)
+    reason = error.reason.replace(f"{LOGITS} ", f"{student} ") if term.student != LOGITS else error.reason
+    return InputError(f"terms.{index}.{error.argument}", reason, error.index)
 
 
 def _check_term(term: Term, index: int, students: Mapping[str, Tensor]) -> None:

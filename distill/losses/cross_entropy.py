@@ -94,6 +94,7 @@ def prepare_cross_entropy(
     class_weight = _class_weight(weight, rows, student.device)
     topk = TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass)
     if labels is not None:
+        topk.check_policy_alone()
         if topk.given or any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:

@@ -68,6 +68,15 @@ class TopKArguments:
     log_probs: Tensor | None
     missing_mass: str | None
 
+    def check_policy_alone(self) -> None:
+        """Refuse ``missing_mass`` given without the top-k teacher it is the policy of.
+
+        Raises:
+            InputError: ``missing_mass`` is set and no top-k tensor is.
+        """
+        if self.missing_mass is not None and all(value is None for value in (self.indices, self.logits, self.log_probs)):
+            raise InputError("missing_mass", f"is the policy of a top-k teacher ({INDICES} with its values): drop it with this teacher")
+
     @property
     def given(self) -> bool:
         """Whether the request uses the top-k teacher form (any of the four is set)."""
@@ -95,6 +104,7 @@ def topk_teacher(
     """
     indices, logits, log_probs, missing_mass = arguments.indices, arguments.logits, arguments.log_probs, arguments.missing_mass
     if any(value is not None for value in dense):
+        arguments.check_policy_alone()
         raise InputError("teacher", "give one teacher: a dense form (teacher_logits, teacher_probs, teacher_log_probs) or a top-k one")
     if missing_mass not in POLICIES:
         got = "" if missing_mass is None else f"; got {missing_mass!r}"

@@ -197,7 +197,10 @@ _TAGS = f"the loss of a term is one of {', '.join(LOSSES)}"
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
-    """A dotted field path, without the tag pydantic inserts after a discriminated-union index."""
+    """A dotted field path, without the tag pydantic inserts after a discriminated-union index; a bad key
+    of an object names the object (the message quotes the key)."""
+    if len(loc) >= 2 and loc[-1] == "[key]":
+        loc = loc[:-2]
     parts: list[str] = []
     for position, part in enumerate(loc):
         if part == "body" or (position and isinstance(loc[position - 1], int) and part in LOSSES):

@@ -20,7 +20,8 @@ import typing
 from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationInfo, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from distill import FEATURE_NAME, LOGITS, LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
@@ -31,8 +32,20 @@ from service.codec.tensors import BinaryTensor, WireTensor, decode
 DEFAULT_MAX_ELEMENTS = 1 << 25
 #: Most terms one combined objective takes, and most named student tensors (each is there for a term).
 MAX_TERMS = 16
+
+
+def _student_name(name: str) -> str:
+    if not FEATURE_NAME.fullmatch(name):
+        raise PydanticCustomError(
+            "student_name", "must be a letter or _, then letters, digits, _ or -: at most 64 characters; got '{name}'", {"name": name[:80]}
+        )
+    return name
+
+
 #: A name in ``student_features`` (and what a term's ``student`` may say).
-StudentName = Annotated[str, StringConstraints(pattern=f"^{FEATURE_NAME.pattern}$")]
+StudentName = Annotated[
+    str, AfterValidator(_student_name), WithJsonSchema({"type": "string", "pattern": f"^{FEATURE_NAME.pattern}$", "maxLength": 64})
+]
 
 # Nested lists are published one level deep (list of number-or-list): client generators such as
 # openapi-python-client reject recursive array schemas. The server reads any depth ≥ 1.

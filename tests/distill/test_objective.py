@@ -215,3 +215,11 @@ def test_feature_errors_name_the_field_as_the_request_does(features, term, mask,
     with pytest.raises(InputError, match=re.escape(reason)) as error:
         distill(torch.zeros(2, 5), [term], student_features=features, mask=mask)
     assert error.value.argument == field
+
+
+def test_a_feature_terms_messages_name_its_student():
+    hidden = torch.tensor([[1e38, 0.0, 1.0]])
+    term = Term.kl_div(teacher_logits=torch.zeros(1, 3), student="hidden", temperature=1e-6)
+    with pytest.raises(InputError) as error:
+        distill(torch.zeros(1, 2), [term], student_features={"hidden": hidden})
+    assert error.value.argument == "terms.0.temperature" and "student_features.hidden / temperature" in error.value.reason

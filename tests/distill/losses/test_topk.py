@@ -381,3 +381,10 @@ def test_tail_with_every_class_listed_must_hold_all_the_mass():
     log_probs = torch.full((2, 10), -3.0, dtype=torch.float64)
     error = error_of(teacher_topk_indices=torch.arange(10).repeat(2, 1), teacher_topk_log_probs=log_probs)
     assert error.argument == "teacher_topk_log_probs" and "no tail bin" in error.reason and error.index == (0,)
+
+
+@pytest.mark.parametrize("name", ["kl_div", "cross_entropy"])
+def test_missing_mass_without_a_top_k_teacher_names_itself(name):
+    dense = {"teacher_logits": STUDENT} if name == "kl_div" else {"labels": torch.tensor([1, 2])}
+    error = error_of(name, teacher_topk_indices=None, teacher_topk_log_probs=None, **dense)
+    assert error.argument == "missing_mass" and "drop it" in error.reason

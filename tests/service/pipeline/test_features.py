@@ -73,8 +73,8 @@ def test_without_named_students_grads_is_empty_and_no_gradient_means_none(client
     ("change", "field", "reason"),
     [
         (lambda body: body["terms"][2].update(student="hiden"), "terms.2.student", "(hidden)"),
-        (lambda body: body["terms"][2].update(student="a.b"), "terms.2.student", "pattern"),
-        (lambda body: body.update(student_features={"hid den": HIDDEN.tolist()}), "student_features.hid den.[key]", "pattern"),
+        (lambda body: body["terms"][2].update(student="a.b"), "terms.2.student", "a letter or _"),
+        (lambda body: body.update(student_features={"hid den": HIDDEN.tolist()}), "student_features", "got 'hid den'"),
         (lambda body: body["student_features"].update(student_logits=HIDDEN.tolist()), "student_features", "another name"),
         (lambda body: body["student_features"].update(hidden=[["x"]]), "student_features.hidden", "numbers"),
         (lambda body: body["student_features"].update(hidden=HIDDEN[:, :2].tolist()), "mask", "terms.2 applies to student_features.hidden"),
