@@ -49,6 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="distill",
         version=distill.__version__,
         description=DESCRIPTION,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        servers=[
+            {"url": "/", "description": "The server that serves this document"},
+            {"url": "http://127.0.0.1:8000", "description": "distill-serve with its default host and port"},
+        ],
         lifespan=lifespan,
         separate_input_output_schemas=False,
     )

@@ -1,4 +1,5 @@
-"""Shaping the OpenAPI document: exact request schemas for routes that parse their own bodies.
+"""Shaping the OpenAPI document: exact request schemas for routes that parse their own bodies, the
+Retry-After header of every 503, and ``security: []`` on the operations open without a key.
 
 Loss routes read the raw body (to parse it fast and strictly), so FastAPI cannot infer their
 request schemas; each route declares ``request_body(Model)`` and :func:`build` adds the models (the
@@ -14,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from service.http.auth import SECURITY_SCHEMES
-from service.http.problems import MEDIA_TYPE
+from service.http.problems import MEDIA_TYPE, RETRY_AFTER
 from service.http.v2 import InferRequest
 from service.pipeline.schemas import REQUESTS
 
@@ -51,7 +52,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "Queue full or not ready; retry after Retry-After seconds",
     }
     content = {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}}
-    return {status: {"description": descriptions[status], "content": content} for status in statuses}
+    return {
+        status: {"description": descriptions[status], "content": content, **({"headers": RETRY_AFTER} if status == 503 else {})}
+        for status in statuses
+    }
 
 
 def build(app: FastAPI) -> dict[str, Any]:
@@ -61,8 +65,13 @@ def build(app: FastAPI) -> dict[str, Any]:
         version=app.version,
         description=app.description,
         routes=app.routes,
+        license_info=app.license_info,
+        servers=app.servers,
         separate_input_output_schemas=False,
     )
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation.setdefault("security", [])  # an operation that requires no key says so (the probes)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem, InferRequest)
     for model in models:

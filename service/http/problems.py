@@ -64,6 +64,11 @@ class ProblemType:
 #: and would be read as the next request on the connection, so the connection is closed.
 _CLOSE = {"Connection": "close"}
 
+#: The OpenAPI declaration of the header every 503 below carries.
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer", "minimum": 0}, "required": True}
+}
+
 #: The error map: each domain error type and how it is answered.
 PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),

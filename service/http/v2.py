@@ -21,6 +21,7 @@ from service.codec.body import read_body
 from service.codec.parts import PartsResponse
 from service.errors import NotReady, UnknownModel
 from service.http.auth import SECURITY, require_api_key
+from service.http.problems import RETRY_AFTER
 from service.pipeline.oip import MODELS, Model, OipInfer
 
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])
@@ -118,7 +119,10 @@ def _model(name: str) -> Model:
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """Error responses in the protocol's shape (422 declared too where the path has parameters, so
     that FastAPI adds no validation-error schema of its own)."""
-    return {status: {"model": InferError, "description": "The protocol's error object"} for status in statuses}
+    return {
+        status: {"model": InferError, "description": "The protocol's error object", **({"headers": RETRY_AFTER} if status == 503 else {})}
+        for status in statuses
+    }
 
 
 @v2.get("", operation_id="oip_server_metadata", response_model=ServerMetadata, openapi_extra={"security": SECURITY})

@@ -61,3 +61,13 @@ def test_errors_are_documented_as_problems():
     responses = COMMITTED["paths"]["/v1/distill"]["post"]["responses"]
     assert {"400", "401", "413", "422", "503"} <= set(responses)
     assert "application/problem+json" in responses["422"]["content"]
+
+
+def test_license_servers_open_operations_and_retry_after_are_declared():
+    assert COMMITTED["info"]["license"] == {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+    assert COMMITTED["servers"][0]["url"] == "/"
+    operations = [operation for methods in COMMITTED["paths"].values() for operation in methods.values()]
+    open_ids = {operation["operationId"] for operation in operations if operation["security"] == []}
+    assert open_ids == {"livez", "healthz", "readyz", "metrics", "oip_server_live", "oip_server_ready"}
+    unavailable = [operation["responses"]["503"] for operation in operations if "503" in operation["responses"]]
+    assert unavailable and all(response["headers"]["Retry-After"]["required"] for response in unavailable)
