@@ -33,6 +33,11 @@ class TensorTooLarge(Refused):
     """A tensor has more elements than the configured limit."""
 
 
+#: The type of a request-validation error for a tensor over the element limit: answered as
+#: :class:`TensorTooLarge` is (413), with the tensor's whole path as its field.
+TOO_LARGE = "tensor_too_large"
+
+
 class MalformedBody(Refused):
     """The body is empty or not valid JSON."""
 

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distill import LOSSES, DeviceMemoryError, InputError, QueueFull
 from service.errors import (
+    TOO_LARGE,
     BodyTimeout,
     BodyTooLarge,
     ClientDisconnected,
@@ -179,7 +180,8 @@ def _cut(text: str) -> str:
 
 
 def from_validation_error(error: ValidationError | RequestValidationError) -> ProblemDetails:
-    """A pydantic validation failure as a 422 problem naming the first failing field."""
+    """A pydantic validation failure as a 422 problem naming the first failing field (a 413 naming the
+    tensor when one is over the element limit)."""
     items = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error.errors()
     errors: list[dict[str, Any]] = []
     for item in items[:MAX_ERRORS]:
@@ -192,10 +194,12 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> Pr
         if index is not None:
             entry["index"] = index
         errors.append(entry)
-    first = errors[0] if errors else {"field": "", "message": "invalid request"}
+    too_large = [entry for entry in errors if entry["type"] == TOO_LARGE]
+    first = too_large[0] if too_large else errors[0] if errors else {"field": "", "message": "invalid request"}
     detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     index = tuple(first["index"]) if "index" in first else None
-    return ProblemDetails(_VALIDATION, detail, field=first["field"] or None, index=index, errors=errors)
+    problem = PROBLEMS[TensorTooLarge] if too_large else _VALIDATION
+    return ProblemDetails(problem, detail, field=first["field"] or None, index=index, errors=errors)
 
 
 _TAGS = f"the loss of a term is one of {', '.join(LOSSES)}"

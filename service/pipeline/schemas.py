@@ -28,6 +28,7 @@ from distill import FEATURE_NAME, LOGITS, LOSSES, MAX_COEFFICIENT, STUDENT_LOGIT
 from distill.functional import FUNCTIONS, LEGACY_FLAGS, FunctionalSpec
 from distill.wire import Kind
 from service.codec.tensors import BinaryTensor, WireTensor, decode
+from service.errors import TOO_LARGE, TensorTooLarge
 
 DEFAULT_MAX_ELEMENTS = 1 << 25
 #: Most terms one combined objective takes, and most named student tensors (each is there for a term).
@@ -62,7 +63,11 @@ def _validator(kind: Kind, scalar: bool = False) -> PlainValidator:
             return value
         context = info.context or {}
         limit = context.get("max_elements", DEFAULT_MAX_ELEMENTS)
-        return decode(value, kind, info.field_name or "tensor", limit, single=context.get("json_dtype") == "float32", scalar=scalar)
+        field = info.field_name or "tensor"
+        try:
+            return decode(value, kind, field, limit, single=context.get("json_dtype") == "float32", scalar=scalar)
+        except TensorTooLarge as error:  # pydantic then names the tensor by its whole path (terms.0.teacher_logits)
+            raise PydanticCustomError(TOO_LARGE, "{reason}", {"reason": str(error).removeprefix(f"{field}: ")}) from None
 
     schema_type = {
         Kind.FLOAT: NestedNumbers | float if scalar else NestedNumbers,
@@ -253,8 +258,8 @@ def validate(route: str, document: dict[str, Any], max_elements: int) -> Strict:
     """The request of ``route`` from a parsed body; tensors decoded with ``max_elements`` as the limit.
 
     Raises:
-        pydantic.ValidationError: a field is missing, unknown, or invalid (including bad tensors).
-        TensorTooLarge: a tensor has more than ``max_elements`` elements.
+        pydantic.ValidationError: a field is missing, unknown, or invalid (including bad tensors, and
+            tensors of more than ``max_elements`` elements: errors of type :data:`TOO_LARGE`).
     """
     model = REQUESTS[route]
     json_dtype = document.get("dtype", model.model_fields["dtype"].default)

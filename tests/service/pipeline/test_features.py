@@ -110,3 +110,17 @@ def test_each_gradient_mirrors_its_own_tensors_encoding(client):
     assert set(answer["grads"]["hidden"]) == {"dtype", "shape", "data"}
     forced = client.post("/v1/distill", json=body | {"response_encoding": "json"}).json()
     assert isinstance(forced["grads"]["hidden"], list)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda body, big: body["terms"][0].update(teacher_logits=big), "terms.0.teacher_logits"),
+        (lambda body, big: body["student_features"].update(hidden=big), "student_features.hidden"),
+    ],
+)
+def test_a_nested_tensor_over_the_element_limit_is_413_naming_its_path(client, change, field):
+    body = distilbert_body(lambda tensor: tensor.tolist())
+    change(body, {"dtype": "float32", "shape": [1 << 30], "data": ""})
+    response = client.post("/v1/distill", json=body)
+    assert response.status_code == 413 and response.json()["field"] == field, response.text
