@@ -77,26 +77,35 @@ class RowSplit:
     whole: dict[str, Tensor]
 
     @classmethod
-    def of(cls, lead: tuple[int, ...], tensors: Mapping[str, Tensor], whole: Iterable[str] = ()) -> RowSplit:
-        """Split ``tensors`` by the rows of the leading shape ``lead``: those named in ``whole`` (per-class
-        weights) and any whose shape does not start with ``lead`` go whole; the others are cut by rows (a
-        loss's own checks refuse a per-row tensor of another leading shape)."""
+    def of(cls, lead: tuple[int, ...], tensors: Mapping[str, Tensor], weights: Iterable[str] = (), classes: int = 1) -> RowSplit:
+        """Split ``tensors`` by the rows of the leading shape ``lead``; tensors whose shape does not start
+        with ``lead`` go whole (a loss's own checks refuse a per-row tensor of another leading shape).
+
+        ``weights`` name the weights that broadcast against the student (..., ``classes``): one constant
+        over the rows (per class, or one number) goes whole, as its last dimension; one that varies over
+        the rows (per element, per position) is expanded to the student's shape and cut like it.
+        """
         rows = math.prod(lead)
-        kept_whole = set(whole)
+        broadcast = set(weights)
         per_row: dict[str, Tensor] = {}
-        whole_tensors: dict[str, Tensor] = {}
+        whole: dict[str, Tensor] = {}
         for name, tensor in tensors.items():
-            if name in kept_whole or tensor.dim() < len(lead) or tuple(tensor.shape[: len(lead)]) != lead:
-                whole_tensors[name] = tensor
+            if name in broadcast:
+                if math.prod(tensor.shape[:-1]) <= 1:
+                    whole[name] = tensor.reshape(tensor.shape[-1:])
+                    continue
+                tensor = torch.broadcast_to(tensor, (*lead, classes))
+            if tensor.dim() < len(lead) or tuple(tensor.shape[: len(lead)]) != lead:
+                whole[name] = tensor
             else:
                 per_row[name] = tensor.reshape(rows, *tensor.shape[len(lead) :])
-        return cls(rows, lead, per_row, whole_tensors)
+        return cls(rows, lead, per_row, whole)
 
     @classmethod
     def of_loss(cls, spec: LossSpec, tensors: Mapping[str, Tensor], student: Tensor) -> RowSplit:
         """The split of a call to the loss ``spec`` with ``student``: its weights go whole."""
         weights = [tensor.name for tensor in spec.inputs if tensor.role == "weight"]
-        return cls.of(tuple(student.shape[:-1]), tensors, weights)
+        return cls.of(tuple(student.shape[:-1]), tensors, weights, student.shape[-1])
 
     def part(self, start: int, stop: int) -> dict[str, Tensor]:
         """The tensors of rows ``start:stop`` (views), with the whole ones."""
@@ -169,12 +178,18 @@ class ObjectiveRows:
     @classmethod
     def of(cls, students: Mapping[str, Tensor], mask: Tensor | None, terms: Sequence[Term]) -> ObjectiveRows:
         named = {f"student.{name}": tensor for name, tensor in students.items()} | ({} if mask is None else {"mask": mask})
+        constant: list[str] = []
         for index, term in enumerate(terms):
-            named |= {f"{index}.{key}": value for key, value in term.options.items() if isinstance(value, Tensor)}
-        weights = [
-            f"{index}.{tensor.name}" for index, term in enumerate(terms) for tensor in LOSSES[term.loss].inputs if tensor.role == "weight"
-        ]
-        split = RowSplit.of(tuple(students[LOGITS].shape[:-1]), named, weights)
+            weights = {tensor.name for tensor in LOSSES[term.loss].inputs if tensor.role == "weight"}
+            for key, value in term.options.items():
+                if not isinstance(value, Tensor):
+                    continue
+                if key in weights and math.prod(value.shape[:-1]) <= 1:
+                    constant.append(f"{index}.{key}")
+                elif key in weights:  # varies over the rows of its term's student: cut like it
+                    value = torch.broadcast_to(value, students[term.student].shape)
+                named[f"{index}.{key}"] = value
+        split = RowSplit.of(tuple(students[LOGITS].shape[:-1]), named, constant)
         return cls(split, all(f"student.{name}" in split.per_row for name in students))
 
     def take(

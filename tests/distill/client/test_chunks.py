@@ -185,3 +185,24 @@ def test_a_request_refused_as_too_large_is_sent_again_in_chunks(small_server):
         chunked = client.kl_div(student, teacher_logits=teacher)
     assert paths[:2] == [("/v1/kl_div", 413), ("/v1/info", 200)] and len(paths) > 3
     assert_equal_to_one_request(chunked, distill.kl_div(student, teacher_logits=teacher))
+
+
+@pytest.mark.parametrize(
+    ("weight", "pos_weight"),
+    [
+        (torch.rand(30, dtype=torch.float64), None),
+        (torch.rand(1, 1, 30, dtype=torch.float64), torch.rand(30, dtype=torch.float64) + 0.5),
+        (torch.rand(SHAPE, dtype=torch.float64), None),
+        (torch.rand(6, 30, dtype=torch.float64), torch.rand(4, 6, 1, dtype=torch.float64) + 0.5),
+    ],
+    ids=["per-class", "broadcast-leading-ones", "per-element", "per-position"],
+)
+def test_bce_weights_that_vary_over_rows_are_cut_with_them(small_server, weight, pos_weight):
+    probs = torch.sigmoid(TEACHER)
+    whole = distill.bce(STUDENT, teacher_probs=probs, weight=weight, pos_weight=pos_weight, mask=MASK)
+    with DistillClient(small_server, chunk_bytes=6_000) as client:
+        chunked = client.bce(STUDENT, teacher_probs=probs, weight=weight, pos_weight=pos_weight, mask=MASK)
+        term = distill.Term.bce(0.5, teacher_probs=probs, weight=weight, pos_weight=pos_weight)
+        objective = client.distill(STUDENT, [term], mask=MASK)
+    assert_equal_to_one_request(chunked, whole)
+    torch.testing.assert_close(objective.grad, 0.5 * whole.grad, rtol=1e-12, atol=1e-15)
