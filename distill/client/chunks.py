@@ -133,13 +133,23 @@ class RowSplit:
         Raises:
             ValueError: one row alone is over the limits (the request cannot be split to fit).
         """
-        budget = chunk_bytes or HEADROOM * min(limits.max_body_bytes, limits.max_inflight_bytes / (MEMORY_PER_BODY_BYTE * in_flight))
+        server = HEADROOM * min(limits.max_body_bytes, limits.max_inflight_bytes / (MEMORY_PER_BODY_BYTE * in_flight))
+        budget = min(chunk_bytes, server) if chunk_bytes else server
         room = budget - self.whole_bytes(encoding)
         per_row = self.bytes_per_row(encoding)
         widest = max((tensor[:1].numel() for tensor in self.per_row.values()), default=1)
         rows = min(int(room // per_row) if per_row else self.rows, limits.max_tensor_elements // max(widest, 1))
         if rows < 1:
-            raise ValueError(f"one row ({per_row:.0f} bytes encoded, {widest} elements) does not fit the server's limits: {limits}")
+            bound = (
+                f"chunk_bytes = {chunk_bytes}"
+                if chunk_bytes and chunk_bytes <= server
+                else f"the server's limits ({limits.max_body_bytes} body bytes, {limits.max_tensor_elements} elements a tensor, "
+                f"{limits.max_inflight_bytes} bytes in flight shared by {in_flight} chunks at once)"
+            )
+            raise ValueError(
+                f"one row ({per_row:.0f} bytes encoded, {widest} elements, plus {self.whole_bytes(encoding):.0f} bytes of whole tensors) "
+                f"does not fit {bound}"
+            )
         return rows
 
 
@@ -158,7 +168,7 @@ def combine(results: Sequence[LossResult], student: Tensor) -> LossResult:
         normalizer = sum(result.normalizer for result in results)
         loss_value = loss_sum / normalizer if normalizer > 0 else 0.0
         scales = [result.normalizer / normalizer if normalizer > 0 else 0.0 for result in results]
-    scaled = [None if grad is None else grad * scale for grad, scale in zip(grads, scales, strict=True)]
+    scaled = [None if grad is None else _rescaled(grad, scale) for grad, scale in zip(grads, scales, strict=True)]
     loss = torch.tensor(loss_value, dtype=results[0].loss.dtype)
     return LossResult(loss, _joined(scaled, student), loss_sum, normalizer, reduction)
 
@@ -169,7 +179,8 @@ class ObjectiveRows:
 
     Attributes:
         split: all of them under one namespace (``student.<name>``, ``mask``, ``<term index>.<argument>``).
-        chunkable: every student has the logits' leading shape (else the request goes whole).
+        chunkable: every student's own leading shape (all but its last dimension) is the logits' (else the
+            request goes whole).
     """
 
     split: RowSplit
@@ -190,7 +201,8 @@ class ObjectiveRows:
                     value = torch.broadcast_to(value, students[term.student].shape)
                 named[f"{index}.{key}"] = value
         split = RowSplit.of(tuple(students[LOGITS].shape[:-1]), named, constant)
-        return cls(split, all(f"student.{name}" in split.per_row for name in students))
+        lead = tuple(students[LOGITS].shape[:-1])
+        return cls(split, all(tuple(tensor.shape[:-1]) == lead for tensor in students.values()))
 
     def take(
         self, students: Mapping[str, Tensor], mask: Tensor | None, terms: Sequence[Term], rows: tuple[int, int] | None
@@ -229,6 +241,49 @@ def combine_objective(
     if grads is None:
         return DistillResult(total, None, term_results)
     return DistillResult(total, grads.pop(LOGITS), term_results, grads)
+
+
+def weighted_label_mean(name: str, arguments: Mapping[str, Any]) -> float | None:
+    """The normaliser of a hard-label cross-entropy's weighted mean, Σ weight[label] over the kept, labelled
+    rows (PyTorch's), for a request whose chunks must be sent as sums and divided once: a chunk's share of
+    that sum can be 0 (padding with weight 0, or weights of both signs) where the whole's is not, and a
+    weighted mean over a zero sum is refused. None for every other request, and for labels the server
+    should judge (out of range).
+
+    Raises:
+        ValueError: the weights of the labelled classes sum to 0, as the server would answer the request whole.
+    """
+    labels, weight = arguments.get("labels"), arguments.get("weight")
+    if name != "cross_entropy" or labels is None or weight is None or arguments.get("reduction", "mean") != "mean":
+        return None
+    flat = labels.reshape(-1).long()
+    valid = flat != int(arguments.get("ignore_index", -100))
+    mask = arguments.get("mask")
+    if mask is not None:
+        valid &= mask.reshape(-1).bool()
+    chosen = flat[valid]
+    if chosen.numel() and not bool(((chosen >= 0) & (chosen < weight.numel())).all()):
+        return None
+    total = float(weight.reshape(-1).double()[chosen].sum()) if chosen.numel() else 0.0
+    if total == 0.0 and chosen.numel():
+        raise ValueError("weight: the weights of the labelled classes sum to 0: their weighted mean is undefined (use reduction 'sum')")
+    return total
+
+
+def combine_sums(results: Sequence[LossResult], student: Tensor, normalizer: float) -> LossResult:
+    """The ``mean`` answer from chunks sent with ``reduction="sum"``: their sums divided once by ``normalizer``."""
+    loss_sum = sum(result.loss_sum for result in results)
+    scale = 1.0 / normalizer if normalizer > 0 else 0.0
+    grads = [None if result.grad is None else _rescaled(result.grad, scale) for result in results]
+    loss = torch.tensor(loss_sum * scale, dtype=results[0].loss.dtype)
+    return LossResult(loss, _joined(grads, student), loss_sum, normalizer, "mean")
+
+
+def _rescaled(grad: Tensor, scale: float) -> Tensor:
+    """``grad · scale``, computed in float32 at least (a half-precision gradient is rounded once, not twice)."""
+    if grad.dtype in (torch.float16, torch.bfloat16):
+        return (grad.float() * scale).to(grad.dtype)
+    return grad * scale
 
 
 def _joined(grads: list[Tensor | None], student: Tensor) -> Tensor | None:

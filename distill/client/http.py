@@ -24,13 +24,25 @@ import orjson
 import torch
 from torch import Tensor
 
-from distill.client.chunks import CHUNKING_THRESHOLD, Limits, ObjectiveRows, RowSplit, combine, combine_objective
+from distill.client.chunks import (
+    CHUNKING_THRESHOLD,
+    Limits,
+    ObjectiveRows,
+    RowSplit,
+    combine,
+    combine_objective,
+    combine_sums,
+    weighted_label_mean,
+)
 from distill.client.errors import ServiceError
 from distill.client.wire import Encoding, distill_result, encode_tensor, loss_result, request_body, term_body
 from distill.objective import LOGITS, Term
 from distill.registry import LOSSES
+from distill.result import LossResult
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: A connection cut while sending a body larger than this may be the server refusing its size.
+TRANSPORT_SUSPECT_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -116,15 +128,19 @@ class _Calls:
         tensors = {key: value for key, value in arguments.items() if isinstance(value, Tensor)}
         options = {key: value for key, value in arguments.items() if not isinstance(value, Tensor)}
         split = RowSplit.of_loss(spec, tensors, student)
+        summed = weighted_label_mean(name, arguments)
 
-        def call(part: dict[str, Tensor]) -> _Call:
-            return _Call(f"/v1/{name}", request_body(part, options, self.encoding), lambda answer: loss_result(answer, student))
+        def call(part: dict[str, Tensor], chunk: bool) -> _Call:
+            sent = {**options, "reduction": "sum"} if chunk and summed is not None else options
+            return _Call(f"/v1/{name}", request_body(part, sent, self.encoding), lambda answer: loss_result(answer, student))
 
-        return self._send_rows(
-            _RowRequest(
-                split, lambda: call(tensors), lambda start, stop: call(split.part(start, stop)), lambda parts: combine(parts, student)
-            )
-        )
+        def combined(parts: list[LossResult]) -> LossResult:
+            return combine(parts, student) if summed is None else combine_sums(parts, student, summed)
+
+        def chunk(start: int, stop: int) -> _Call:
+            return call(split.part(start, stop), True)
+
+        return self._send_rows(_RowRequest(split, lambda: call(tensors, False), chunk, combined))
 
     def _send_rows(self, request: _RowRequest) -> Any:
         """Send a request whole, or in row chunks (:mod:`distill.client.chunks`) when it outgrows the server."""
@@ -140,16 +156,30 @@ class _Calls:
             and split.estimated_bytes(self.encoding) > CHUNKING_THRESHOLD
         )
 
-    def _chunk_ranges(self, request: _RowRequest, refused: bool = False) -> list[tuple[int, int]] | None:
-        """The row ranges to send, or None to send the request whole. ``refused``: the server answered the
-        whole request 413 (too large), so it is cut whatever the estimate says, in halves at least."""
+    @staticmethod
+    def _maybe_too_large(request: _RowRequest, error: ServiceError | httpx.TransportError) -> bool:
+        """Whether sending ``request`` whole failed perhaps for its size: a 413, or the connection cut while
+        a body of some size went out (a server refusing a body before reading it closes the connection,
+        and a client still writing may see that instead of the 413)."""
+        if request.split.rows <= 1:
+            return False
+        if isinstance(error, ServiceError):
+            return error.status == 413
+        return request.split.estimated_bytes("base64") > TRANSPORT_SUSPECT_BYTES
+
+    def _chunk_ranges(
+        self, request: _RowRequest, refused: ServiceError | httpx.TransportError | None = None
+    ) -> list[tuple[int, int]] | None:
+        """The row ranges to send, or None to send the request whole. ``refused``: sending it whole failed
+        (:meth:`_maybe_too_large`): after a 413 it is cut whatever the estimate says (in halves at least);
+        after a cut connection, only if the server's limits say it is too large."""
         split = request.split
         small = self.chunk_bytes is None and split.estimated_bytes(self.encoding) <= CHUNKING_THRESHOLD
-        if split.rows <= 1 or (small and not refused):
+        if split.rows <= 1 or (small and refused is None):
             return None
         limits = self._limits or Limits(1 << 62, 1 << 62, 1 << 62)
         rows = split.rows_per_chunk(limits, self.encoding, self.chunks_in_flight, self.chunk_bytes)
-        if refused:
+        if isinstance(refused, ServiceError):
             rows = min(rows, (split.rows + 1) // 2)
         if rows >= split.rows:
             return None
@@ -197,6 +227,8 @@ class _Calls:
             body = request_body({LOGITS: chunk_students[LOGITS], "mask": chunk_mask}, options, self.encoding)
             if features:
                 body["student_features"] = {name: encode_tensor(chunk_students[name], self.encoding) for name in features}
+                if self.encoding == "json" and any(tensor.dtype == torch.float64 for tensor in features.values()):
+                    body["dtype"] = "float64"  # JSON lists are read as the request's one dtype: keep float64 features exact
             body["terms"] = [term_body(term, self.encoding) for term in chunk_terms]
             named = {name: chunk_students[name] for name in features}
             return _Call("/v1/distill", body, lambda answer: distill_result(answer, chunk_students[LOGITS], named))
@@ -308,13 +340,14 @@ class DistillClient(_Calls):
         if ranges is None:
             try:
                 return self._send(request.whole())
-            except ServiceError as error:
-                if error.status != 413 or request.split.rows <= 1:
+            except (ServiceError, httpx.TransportError) as error:
+                if not self._maybe_too_large(request, error):
                     raise
-            if self._limits is None:
-                self._limits = Limits.from_info(self.info())
-            ranges = self._chunk_ranges(request, refused=True)
-            assert ranges is not None
+                if self._limits is None:
+                    self._limits = Limits.from_info(self.info())
+                ranges = self._chunk_ranges(request, refused=error)
+                if ranges is None:
+                    raise
         with ThreadPoolExecutor(max_workers=min(self.chunks_in_flight, len(ranges)), thread_name_prefix="distill-chunk") as pool:
             results = list(pool.map(lambda rows: self._send(request.chunk(*rows)), ranges))
         return request.combine(results)
@@ -379,13 +412,14 @@ class AsyncDistillClient(_Calls):
         if ranges is None:
             try:
                 return await self._send(request.whole())
-            except ServiceError as error:
-                if error.status != 413 or request.split.rows <= 1:
+            except (ServiceError, httpx.TransportError) as error:
+                if not self._maybe_too_large(request, error):
                     raise
-            if self._limits is None:
-                self._limits = Limits.from_info(await self.info())
-            ranges = self._chunk_ranges(request, refused=True)
-            assert ranges is not None
+                if self._limits is None:
+                    self._limits = Limits.from_info(await self.info())
+                ranges = self._chunk_ranges(request, refused=error)
+                if ranges is None:
+                    raise
         slots = asyncio.Semaphore(self.chunks_in_flight)
 
         async def send(rows: tuple[int, int]) -> Any:

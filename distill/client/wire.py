@@ -33,12 +33,11 @@ def encode_tensor(tensor: Tensor, encoding: Encoding) -> Any:
     return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "data": base64.b64encode(raw.data).decode("ascii")}
 
 
-def decode_tensor(value: Any, like: Tensor | None = None) -> Tensor:
-    """A tensor from the service's answer (nested lists or a binary object)."""
+def decode_tensor(value: Any, dtype: torch.dtype | None = None) -> Tensor:
+    """A tensor from the service's answer (nested lists, read as ``dtype``, default float32; or a binary object, in its own dtype)."""
     if isinstance(value, dict):
         return wire.from_bytes(bytearray(base64.b64decode(value["data"])), value["dtype"], value["shape"])
-    tensor = torch.from_numpy(np.asarray(value, dtype=np.float64))
-    return tensor.to(like.dtype) if like is not None else tensor.float()
+    return torch.from_numpy(np.asarray(value, dtype=np.float64)).to(dtype or torch.float32)
 
 
 def request_body(tensors: Mapping[str, Tensor | None], options: Mapping[str, Any], encoding: Encoding) -> dict[str, Any]:
@@ -67,10 +66,9 @@ def term_body(term: Term, encoding: Encoding) -> dict[str, Any]:
 def loss_result(body: dict[str, Any], student: Tensor) -> LossResult:
     """A :class:`LossResult` from a loss response; tensors are on the CPU."""
     loss = body["loss"]
-    loss_tensor = (
-        decode_tensor(loss, student) if not isinstance(loss, float | int) else torch.tensor(float(loss), dtype=_loss_dtype(student))
-    )
-    grad = decode_tensor(body["grad"], student) if body.get("grad") is not None else None
+    loss_dtype = _loss_dtype(student)  # losses are float32 for half-precision students, as the engine answers them
+    loss_tensor = decode_tensor(loss, loss_dtype) if not isinstance(loss, float | int) else torch.tensor(float(loss), dtype=loss_dtype)
+    grad = decode_tensor(body["grad"], student.dtype) if body.get("grad") is not None else None
     return LossResult(loss_tensor, grad, float(body["loss_sum"]), float(body["normalizer"]), body["reduction"])
 
 
@@ -81,8 +79,8 @@ def distill_result(body: dict[str, Any], student: Tensor, features: Mapping[str,
         TermResult(term["name"], float(term["coefficient"]), loss_result(term, students[term["student"]]), term["student"])
         for term in body["terms"]
     ]
-    grad = decode_tensor(body["grad"], student) if body.get("grad") is not None else None
-    grads = {name: decode_tensor(value, students[name]) for name, value in body.get("grads", {}).items()}
+    grad = decode_tensor(body["grad"], student.dtype) if body.get("grad") is not None else None
+    grads = {name: decode_tensor(value, students[name].dtype) for name, value in body.get("grads", {}).items()}
     return DistillResult(torch.tensor(float(body["loss"]), dtype=_loss_dtype(student)), grad, terms, grads)
 
 

@@ -142,7 +142,7 @@ def topk_teacher(
     if missing_mass == "renormalize":
         _check_some_mass(given, layout, argument)
         return TopKTeacher(flat_indices, torch.cat([torch.log_softmax(given, dim=-1), tail], dim=-1), "renormalize", argument)
-    mass = given.exp().sum(dim=-1, dtype=torch.float64)
+    mass = flat_values.to(torch.float64).exp().sum(dim=-1)  # in float64 from the values as given: 1 − Σp may be tiny
     _check_normalised(mass, layout, argument, complete=layout.n_classes == rows.n_classes)
     if layout.n_classes < rows.n_classes:
         tail = torch.log((1.0 - mass).clamp_(min=0.0)).to(compute).unsqueeze(1)

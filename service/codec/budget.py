@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.errors import Overloaded
+from service.errors import BodyTooLarge, Overloaded
 
 #: Peak server memory per body byte of one request, measured by ``benchmarks/memory_in_flight.py``
 #: for a 100 MiB KL request: 1.75 in base64 (the body, then its decoded tensors; the body is let go
@@ -38,8 +38,17 @@ class Reservation:
         self.body_bytes = 0
 
     def take(self, body_bytes: int) -> None:
-        """Hold the memory of ``body_bytes`` more body bytes, or raise :class:`Overloaded` (holding nothing more)."""
+        """Hold the memory of ``body_bytes`` more body bytes (holding nothing more on failure).
+
+        Raises:
+            BodyTooLarge: this request alone would be over the whole budget: it could never be admitted,
+                so it is refused as too large (413), not to be retried (a client can send it in parts).
+            Overloaded: the requests in flight leave too little room now (503, retry).
+        """
         count = math.ceil(body_bytes * MEMORY_PER_BODY_BYTE)
+        if self.held + count > self.budget.limit:
+            limit = self.budget.limit
+            raise BodyTooLarge(f"the body needs about {self.held + count} bytes in flight, over the server's in-flight limit of {limit}")
         self.budget.take(count)
         self.held += count
         self.body_bytes += body_bytes

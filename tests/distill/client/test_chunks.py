@@ -206,3 +206,58 @@ def test_bce_weights_that_vary_over_rows_are_cut_with_them(small_server, weight,
         objective = client.distill(STUDENT, [term], mask=MASK)
     assert_equal_to_one_request(chunked, whole)
     torch.testing.assert_close(objective.grad, 0.5 * whole.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_a_weighted_label_mean_whose_chunks_hold_only_zero_weights_is_still_the_one_answer(small_server):
+    """Padding at the end labelled with a class of weight 0: a chunk of padding alone has a zero weight sum."""
+    labels = LABELS.clone()
+    labels[3] = 0
+    weight = torch.rand(30, dtype=torch.float64) + 0.5
+    weight[0] = 0.0
+    whole = distill.cross_entropy(STUDENT, labels=labels, weight=weight, mask=MASK)
+    with DistillClient(small_server, chunk_bytes=2_500) as client:
+        assert_equal_to_one_request(client.cross_entropy(STUDENT, labels=labels, weight=weight, mask=MASK), whole)
+        with pytest.raises(ValueError, match="sum to 0"):
+            client.cross_entropy(STUDENT, labels=torch.zeros_like(labels), weight=weight)
+
+
+def test_features_shaped_like_the_logits_rows_are_sent_whole(small_server):
+    logits, teacher, hidden = STUDENT[:2, :3], TEACHER[:2, :3], HIDDEN[:2, :3, 0]  # hidden (2, 3): 2 rows of 3
+    terms = [distill.Term.kl_div(teacher_logits=teacher), distill.Term.cosine_embedding_loss(student="h", teacher=torch.ones(2, 3))]
+    whole = distill.distill(logits, terms, student_features={"h": hidden})
+    paths = []
+    with DistillClient(small_server, chunk_bytes=600) as client:
+        client._http.event_hooks["request"].append(lambda request: paths.append(request.url.path))
+        result = client.distill(logits, terms, student_features={"h": hidden})
+    assert paths == ["/v1/distill"]
+    torch.testing.assert_close(result.loss, whole.loss, rtol=1e-12, atol=0)
+
+
+def test_json_requests_keep_float64_features_exact(small_server):
+    logits, hidden = STUDENT[:2].float(), HIDDEN[:2] * 1e-3 + 1
+    teacher = hidden + 1e-9
+    with DistillClient(small_server, encoding="json") as client:
+        result = client.distill(logits, [distill.Term.mse_loss(student="h", teacher=teacher)], student_features={"h": hidden})
+    expected = distill.mse_loss(hidden, teacher=teacher)
+    torch.testing.assert_close(result.grads["h"], expected.grad, rtol=1e-9, atol=0)
+
+
+def test_a_body_over_the_in_flight_budget_is_413_and_sent_in_chunks():
+    app = create_app(Settings(device="cpu", max_body_bytes=1 << 20, max_inflight_bytes=20_000))
+    with threaded_server(app) as port, DistillClient(f"http://127.0.0.1:{port}") as client:
+        assert_equal_to_one_request(client.kl_div(STUDENT, teacher_logits=TEACHER), distill.kl_div(STUDENT, teacher_logits=TEACHER))
+
+
+def test_the_async_client_falls_back_to_chunks_when_the_server_cuts_a_large_body():
+    app = create_app(Settings(device="cpu", max_body_bytes=200_000))
+    student, teacher = torch.randn(256, 1000), torch.randn(256, 1000)
+
+    async def call() -> distill.LossResult:
+        async with AsyncDistillClient(f"http://127.0.0.1:{port}", retries=0) as client:
+            return await client.kl_div(student, teacher_logits=teacher)
+
+    with threaded_server(app) as port:
+        result = asyncio.run(call())
+    expected = distill.kl_div(student, teacher_logits=teacher)
+    torch.testing.assert_close(result.loss, expected.loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(result.grad, expected.grad, rtol=1e-5, atol=1e-9)
