@@ -39,6 +39,7 @@ from distill.client.wire import Encoding, distill_result, encode_tensor, loss_re
 from distill.objective import LOGITS, Term
 from distill.registry import LOSSES
 from distill.result import LossResult
+from distill.rows.layout import unravel
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: A connection cut while sending a body larger than this may be the server refusing its size.
@@ -54,12 +55,26 @@ class _RowRequest:
         whole: the call of the whole request.
         chunk: the call of rows ``start:stop`` (its body encoded when it is made, as it is sent).
         combine: the chunks' answers, in row order, into the answer of the whole request.
+        key: the ``split`` key of a request field, so that an error in a chunk names the row of the
+            whole request (None for fields not cut by rows).
     """
 
     split: RowSplit
     whole: Callable[[], _Call]
     chunk: Callable[[int, int], _Call]
     combine: Callable[[list[Any]], Any]
+    key: Callable[[str], str | None]
+
+    def located(self, error: ServiceError, start: int) -> ServiceError:
+        """``error`` from the chunk starting at row ``start``, with its index as the whole request's."""
+        index, field = error.problem.get("index"), error.field
+        key = None if field is None else self.key(field)
+        if not index or key is None or key not in self.split.per_row:
+            return error
+        lead = self.split.lead_shape
+        whole = [*unravel(start + int(index[0]), lead), *index[1:]] if lead else list(index[1:])
+        detail = error.detail.replace(f"{field}[{', '.join(map(str, index))}]", f"{field}[{', '.join(map(str, whole))}]", 1)
+        return ServiceError(error.status, {**error.problem, "index": whole, "detail": detail})
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ class _Calls:
         def chunk(start: int, stop: int) -> _Call:
             return call(split.part(start, stop), True)
 
-        return self._send_rows(_RowRequest(split, lambda: call(tensors, False), chunk, combined))
+        return self._send_rows(_RowRequest(split, lambda: call(tensors, False), chunk, combined, lambda field: field))
 
     def _send_rows(self, request: _RowRequest) -> Any:
         """Send a request whole, or in row chunks (:mod:`distill.client.chunks`) when it outgrows the server."""
@@ -239,6 +254,7 @@ class _Calls:
                 lambda: call(None),
                 lambda start, stop: call((start, stop)),
                 lambda parts: combine_objective(parts, terms, students, term_grads),
+                _objective_key,
             )
         )
 
@@ -349,8 +365,14 @@ class DistillClient(_Calls):
                 if ranges is None:
                     raise
         with ThreadPoolExecutor(max_workers=min(self.chunks_in_flight, len(ranges)), thread_name_prefix="distill-chunk") as pool:
-            results = list(pool.map(lambda rows: self._send(request.chunk(*rows)), ranges))
+            results = list(pool.map(lambda rows: self._send_chunk(request, rows), ranges))
         return request.combine(results)
+
+    def _send_chunk(self, request: _RowRequest, rows: tuple[int, int]) -> Any:
+        try:
+            return self._send(request.chunk(*rows))
+        except ServiceError as error:
+            raise request.located(error, rows[0]) from None
 
     def _send(self, call: _Call) -> Any:
         attempt = 0
@@ -374,6 +396,17 @@ class DistillClient(_Calls):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _objective_key(field: str) -> str | None:
+    """The :class:`~distill.client.chunks.ObjectiveRows` key of a ``/v1/distill`` field."""
+    if field == LOGITS:
+        return f"student.{LOGITS}"
+    if field.startswith("student_features."):
+        return "student." + field.removeprefix("student_features.")
+    if field.startswith("terms."):
+        return field.removeprefix("terms.")
+    return field
 
 
 class AsyncDistillClient(_Calls):
@@ -424,7 +457,10 @@ class AsyncDistillClient(_Calls):
 
         async def send(rows: tuple[int, int]) -> Any:
             async with slots:
-                return await self._send(request.chunk(*rows))
+                try:
+                    return await self._send(request.chunk(*rows))
+                except ServiceError as error:
+                    raise request.located(error, rows[0]) from None
 
         results = await asyncio.gather(*(send(rows) for rows in ranges))
         return request.combine(list(results))

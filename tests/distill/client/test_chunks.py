@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 import distill
 from distill import LOSSES
-from distill.client import AsyncDistillClient, DistillClient, RemoteKLDiv
+from distill.client import AsyncDistillClient, DistillClient, RemoteKLDiv, ServiceError
 from distill.client.chunks import Limits, RowSplit, combine
 from service.app import create_app
 from service.settings import Settings
@@ -261,3 +262,16 @@ def test_the_async_client_falls_back_to_chunks_when_the_server_cuts_a_large_body
     expected = distill.kl_div(student, teacher_logits=teacher)
     torch.testing.assert_close(result.loss, expected.loss, rtol=1e-6, atol=0)
     torch.testing.assert_close(result.grad, expected.grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("objective", [False, True])
+def test_an_error_in_a_chunk_names_the_row_of_the_whole_request(small_server, objective):
+    student = STUDENT.clone()
+    student[3, 4, 7] = math.nan
+    with DistillClient(small_server, chunk_bytes=3_000) as client, pytest.raises(ServiceError) as caught:
+        if objective:
+            client.distill(student, [distill.Term.kl_div(teacher_logits=TEACHER)])
+        else:
+            client.kl_div(student, teacher_logits=TEACHER)
+    assert caught.value.field == "student_logits" and caught.value.problem["index"] == [3, 4, 7]
+    assert "student_logits[3, 4, 7]" in caught.value.detail
