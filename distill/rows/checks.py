@@ -95,12 +95,18 @@ def check_scaled(row_max: Tensor, dtype: torch.dtype, name: str, rows: Rows, tem
     Otherwise max s / T overflows to +inf and the softmax is NaN: the request is refused, naming
     ``temperature``. Read from the row maxima the value checks already took (no pass over the
     logits); a very negative logit that T < 1 pushes to −inf is what a masked class is, probability 0.
+    Logits held wider than that compute dtype (a float64 teacher of a float32 student) must also fit
+    it at all: the request is refused naming ``name``.
     """
-    if temperature >= 1.0 or rows.n_kept == 0:
+    compute = compute_dtype(dtype)
+    wider = row_max.dtype == torch.float64 and compute != torch.float64
+    if (temperature >= 1.0 and not wider) or rows.n_kept == 0:
         return
     largest = float(_kept(rows, row_max).amax())
-    compute = compute_dtype(dtype)
-    if largest / temperature > torch.finfo(compute).max:
+    if wider and largest > torch.finfo(compute).max:
+        kind = str(compute).removeprefix("torch.")
+        raise InputError(name, f"holds logits up to {largest:.3g}, beyond {kind}'s range (the student's compute dtype)")
+    if temperature < 1.0 and largest / temperature > torch.finfo(compute).max:
         raise InputError(
             "temperature",
             f"{name} / temperature overflows {str(compute).removeprefix('torch.')} (logits up to {largest:.3g}, T = {temperature:g})",

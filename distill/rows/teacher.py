@@ -89,7 +89,7 @@ def soft_teacher(
     if student_max is not None:
         check_scaled(student_max, student.dtype, student_name, rows, temperature)
     if teacher.row_max is not None:
-        check_scaled(teacher.row_max, teacher.flat.dtype, "teacher_logits", rows, temperature)
+        check_scaled(teacher.row_max, student.dtype, "teacher_logits", rows, temperature)  # computed in the student's dtype
     return teacher
 
 

@@ -134,7 +134,7 @@ def topk_teacher(
     tail = torch.full((rows.n_rows, 1), -math.inf, dtype=compute, device=student.device)
     if argument == LOGITS:
         row_max = check_logits(flat_values, argument, layout, allow_neg_inf=True)
-        check_scaled(row_max, flat_values.dtype, argument, layout, temperature)
+        check_scaled(row_max, student.dtype, argument, layout, temperature)  # computed in the student's dtype
         scaled = flat_values.to(compute) / temperature
         return TopKTeacher(flat_indices, torch.cat([torch.log_softmax(scaled, dim=-1), tail], dim=-1), "renormalize", argument)
     check_log_probs(flat_values, argument, layout)

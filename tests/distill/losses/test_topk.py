@@ -388,3 +388,18 @@ def test_missing_mass_without_a_top_k_teacher_names_itself(name):
     dense = {"teacher_logits": STUDENT} if name == "kl_div" else {"labels": torch.tensor([1, 2])}
     error = error_of(name, teacher_topk_indices=None, teacher_topk_log_probs=None, **dense)
     assert error.argument == "missing_mass" and "drop it" in error.reason
+
+
+@pytest.mark.parametrize("form", ["dense", "topk"])
+def test_float64_teacher_logits_beyond_a_float32_students_range_are_named(form):
+    student = torch.randn(2, 3)
+    huge = torch.tensor([[1e39, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    call = (
+        {"teacher_logits": huge}
+        if form == "dense"
+        else {"teacher_topk_indices": torch.tensor([[0], [1]]), "teacher_topk_logits": huge[:, :1], "missing_mass": "renormalize"}
+    )
+    with pytest.raises(InputError, match="beyond float32's range") as caught:
+        distill.kl_div(student, **call)
+    assert caught.value.argument == ("teacher_logits" if form == "dense" else "teacher_topk_logits")
+    assert math.isfinite(float(distill.kl_div(student.double(), **call).loss))
