@@ -171,8 +171,7 @@ class _Calls:
             and split.estimated_bytes(self.encoding) > CHUNKING_THRESHOLD
         )
 
-    @staticmethod
-    def _maybe_too_large(request: _RowRequest, error: ServiceError | httpx.TransportError) -> bool:
+    def _maybe_too_large(self, request: _RowRequest, error: ServiceError | httpx.TransportError) -> bool:
         """Whether sending ``request`` whole failed perhaps for its size: a 413, or the connection cut while
         a body of some size went out (a server refusing a body before reading it closes the connection,
         and a client still writing may see that instead of the 413)."""
@@ -180,7 +179,7 @@ class _Calls:
             return False
         if isinstance(error, ServiceError):
             return error.status == 413
-        return request.split.estimated_bytes("base64") > TRANSPORT_SUSPECT_BYTES
+        return request.split.estimated_bytes(self.encoding) > TRANSPORT_SUSPECT_BYTES
 
     def _chunk_ranges(
         self, request: _RowRequest, refused: ServiceError | httpx.TransportError | None = None

@@ -43,7 +43,7 @@ from distill.rows.prepared import Prepared, tensor_key
 from distill.rows.reduction import check_reduction, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, distribution, soft_teacher
-from distill.rows.topk import TopKArguments, topk_teacher
+from distill.rows.topk import TopKArguments
 from distill.wire import Kind
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -130,7 +130,6 @@ def prepare_cross_entropy(
         for name, unsupported in (("weight", weight is not None), ("label_smoothing", epsilon != 0.0)):
             if unsupported:
                 raise InputError(name, "applies to every class, which a top-k teacher does not list: not supported with one")
-        top = topk_teacher(rows, student, row_max, temperature_, topk, (teacher_logits, teacher_probs, teacher_log_probs))
         return prepare_topk(
             "cross_entropy",
             "cross-entropy",
@@ -139,7 +138,8 @@ def prepare_cross_entropy(
             rows,
             student,
             row_max,
-            top,
+            topk,
+            (teacher_logits, teacher_probs, teacher_log_probs),
             temperature_,
             scale_t2,
             reduction_,

@@ -67,7 +67,7 @@ from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_softmax
 from distill.rows.teacher import Teacher, soft_teacher
-from distill.rows.topk import TopKArguments, topk_teacher
+from distill.rows.topk import TopKArguments
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 REDUCTION = Option(
@@ -101,9 +101,21 @@ def _prepare(
     row_max = check_logits(student, "student_logits", rows, allow_neg_inf=True)
     normalizer = element_normalizer(reduction_, rows)
     if topk.given:
-        top = topk_teacher(rows, student, row_max, temperature, topk, (teacher_logits, teacher_probs, teacher_log_probs))
         return prepare_topk(
-            name, what, divergence, parameter, rows, student, row_max, top, temperature, scale_t2, reduction_, normalizer, compute_grad
+            name,
+            what,
+            divergence,
+            parameter,
+            rows,
+            student,
+            row_max,
+            topk,
+            (teacher_logits, teacher_probs, teacher_log_probs),
+            temperature,
+            scale_t2,
+            reduction_,
+            normalizer,
+            compute_grad,
         )
     teacher = soft_teacher(
         rows, student, row_max, "student_logits", temperature, logits=teacher_logits, probs=teacher_probs, log_probs=teacher_log_probs

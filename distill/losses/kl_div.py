@@ -40,7 +40,7 @@ from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, element_normalizer, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
 from distill.rows.teacher import Teacher, soft_teacher
-from distill.rows.topk import TopKArguments, topk_teacher
+from distill.rows.topk import TopKArguments
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 
@@ -83,7 +83,6 @@ def prepare_kl_div(
     normalizer = element_normalizer(reduction_, rows)
     topk = TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass)
     if topk.given:
-        top = topk_teacher(rows, student, row_max, temperature, topk, (teacher_logits, teacher_probs, teacher_log_probs))
         return prepare_topk(
             "kl_div",
             "KL divergence",
@@ -92,7 +91,8 @@ def prepare_kl_div(
             rows,
             student,
             row_max,
-            top,
+            topk,
+            (teacher_logits, teacher_probs, teacher_log_probs),
             temperature,
             scale_t2,
             reduction_,

@@ -38,11 +38,11 @@ from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import Reduction, grad_scale
-from distill.rows.topk import TopKTeacher
+from distill.rows.topk import TopKArguments, topk_teacher
 
 #: Elements per chunk of rows: the kernel is about twenty torch ops per chunk, so chunks 16× the
-#: default's size (16 MiB of float32 per temporary; at most one full-chunk temporary besides the
-#: gradient) cut their overhead: (256, 32000) 10.5 → 8.5 ms, (16, 131072) 2.1 → 1.4 ms.
+#: default's size (16 MiB per float32 temporary of a whole chunk) cut their overhead, measured in one
+#: run: (256, 32000) 10.5 → 8.5 ms, (16, 131072) 2.1 → 1.4 ms.
 CHUNK_ELEMENTS = 1 << 22
 
 #: Where a top-k term's value can be infinite, and which policy or option would keep it finite.
@@ -69,17 +69,24 @@ def prepare_topk(
     rows: Rows,
     student: Tensor,
     row_max: Tensor,
-    teacher: TopKTeacher,
+    arguments: TopKArguments,
+    dense: tuple[Tensor | None, ...],
     temperature: float,
     scale_t2: bool,
     reduction: Reduction,
     normalizer: float,
     compute_grad: bool,
 ) -> Prepared:
-    """The :class:`Prepared` of a soft-target loss ``name`` (``what`` in messages) against a validated top-k teacher.
+    """The :class:`Prepared` of a soft-target loss ``name`` (``what`` in messages) against the top-k teacher of
+    ``arguments``, validated here (:func:`~distill.rows.topk.topk_teacher`; ``dense``: the request's dense
+    teacher forms, which must be absent).
 
     ``parameter`` is the divergence's option (β, α; 0 for the others), part of the batching key.
+
+    Raises:
+        InputError: as :func:`~distill.rows.topk.topk_teacher`.
     """
+    teacher = topk_teacher(rows, student, row_max, temperature, arguments, dense)
     factor = temperature**2 if scale_t2 else 1.0
     k = teacher.indices.shape[1]
     policy, argument = teacher.policy, teacher.argument
