@@ -70,6 +70,11 @@ class NumberOutOfRange(Refused):
     """A JSON number beyond 64-bit integers and float64 (valid JSON, but no parser here holds it)."""
 
 
+class UpgradeWithBody(Refused):
+    """A body sent with an HTTP/1.1 upgrade offer (``Upgrade: h2c``, Java's HttpClient's default), which the
+    server's HTTP parser takes for the new protocol's bytes: the body never reaches the app."""
+
+
 class UnsupportedMediaType(Refused):
     """The body is not declared as JSON, or is encoded (Content-Encoding) in a way the service does not decode."""
 

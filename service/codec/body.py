@@ -29,6 +29,7 @@ from service.errors import (
     NumberOutOfRange,
     TooManyKeys,
     UnsupportedMediaType,
+    UpgradeWithBody,
 )
 
 T = TypeVar("T")
@@ -56,6 +57,8 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
         BodyTooLarge: it exceeds ``limit``.
         Overloaded: ``reserve`` refused the bytes.
         BodyTimeout: it has not arrived ``timeout`` seconds after the request began.
+        UpgradeWithBody: it was declared but lost to an upgrade offer (``Upgrade: h2c``), which
+            uvicorn's httptools parser takes as the start of another protocol.
         ClientDisconnected: the client went away before it arrived.
     """
     check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"), binary=binary)
@@ -83,11 +86,17 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
         return body
 
     try:
-        return await _within(chunks(), timeout)  # one timer for the whole body, not one per chunk
+        body = await _within(chunks(), timeout)  # one timer for the whole body, not one per chunk
     except asyncio.TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
         raise ClientDisconnected("the client disconnected before sending its whole body") from None
+    if not body and (length or "transfer-encoding" in request.headers) and "upgrade" in request.headers:
+        raise UpgradeWithBody(
+            "the request offers a protocol upgrade (Upgrade header) and sends a body, which this HTTP/1.1 server's parser "
+            "does not read (uvicorn issue 2722): send it without the offer (Java's HttpClient: version HTTP_1_1)"
+        )
+    return body
 
 
 async def _within(awaitable: Coroutine[Any, Any, T], seconds: float) -> T:

@@ -1,10 +1,16 @@
 """Tensor wire formats: JSON nested lists and base64 binary objects, decoded without per-float Python.
 
-Two encodings, chosen per tensor by the client:
+Three encodings, chosen per tensor by the client:
 
-* nested JSON lists of numbers, any depth ≥ 1 (a bare number or boolean for 0-d labels and masks);
-  float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
-* ``{"dtype": ..., "shape": [...], "data": "<base64>"}``, little-endian, row-major.
+* ``{"shape": [...], "values": [...]}`` (encoding ``values``): the shape and the numbers row-major in
+  one flat list, as the Open Inference Protocol and TF Serving send them. ``dtype`` is optional: without
+  it float values take the request's ``dtype``; with it the values are converted to it (integer dtypes
+  take whole numbers only). This is the form the OpenAPI spec publishes: client generators handle a
+  plain object with typed arrays, where recursive lists in a ``oneOf`` break them.
+* ``{"dtype": ..., "shape": [...], "data": "<base64>"}`` (``base64``), little-endian, row-major.
+* nested JSON lists of numbers (``json``), any depth ≥ 1 (a bare number or boolean for 0-d labels and
+  masks); float tensors are read as float64 and cast to the request's ``dtype`` (default float32).
+  Accepted on every route and answered in kind, but not published in the spec (see above).
 
 Tensors arrive from :mod:`service.codec.body` already cut out of the body by the compiled reader
 (:class:`~service.codec.json_reader.NumberArray`, numbers already parsed, copied out as the field's
@@ -26,7 +32,6 @@ import numpy as np
 import pybase64
 import simdjson
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from distill import wire
@@ -35,29 +40,22 @@ from service.codec.json_reader import InexactInteger, NumberArray, PlainString
 from service.codec.parts import Payload
 from service.errors import NotRepresentable, TensorTooLarge
 
-Encoding = Literal["json", "base64"]
+Encoding = Literal["json", "base64", "values"]
 #: Most dimensions a tensor may have (PyTorch's limit).
 MAX_DIMS = 64
-#: The names of :data:`distill.wire.DTYPES`, spelt out for the schema (a test keeps the two equal).
-WireDtype = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"]
-
-
-class BinaryTensor(BaseModel):
-    """A tensor as raw little-endian row-major bytes in base64."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dtype: WireDtype
-    shape: list[int] = Field(description="Dimensions, row-major; the class dimension last.")
-    data: str = Field(description="base64 of prod(shape) × itemsize bytes, little-endian.", json_schema_extra={"format": "byte"})
 
 
 @dataclass(frozen=True)
 class WireTensor:
-    """A decoded tensor and the encoding it arrived in (responses mirror the student's)."""
+    """A decoded tensor and the encoding it arrived in (responses mirror the student's).
+
+    ``untyped``: its floats came without a dtype of their own (nested lists, ``values`` without
+    ``dtype``), so the request's ``dtype`` says what they compute in.
+    """
 
     tensor: torch.Tensor
     encoding: Encoding
+    untyped: bool = False
 
 
 def _bad(detail: str, index: tuple[int, ...] | None = None) -> PydanticCustomError:
@@ -79,21 +77,24 @@ def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool =
     :attr:`Kind.NUMBER` field). A :attr:`Kind.NUMBER` array of integers is int64, else float.
     """
     if isinstance(value, NumberArray):
-        return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json")
+        return WireTensor(_decode_numbers(value, kind, field, max_elements, single), "json", untyped=True)
     if isinstance(value, simdjson.Array):
-        return WireTensor(_decode_nested(value, kind, field, max_elements, single), "json")
+        return WireTensor(_decode_nested(value, kind, field, max_elements, single), "json", untyped=True)
     if isinstance(value, dict):
+        value = {key: item for key, item in value.items() if item is not None}  # null is absent, as generated clients send it
+        if "values" in value:
+            return _decode_values(value, kind, field, max_elements, single)
         return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
     if kind is Kind.INDEX and isinstance(value, int) and not isinstance(value, bool):
-        return WireTensor(torch.tensor(value, dtype=torch.int64), "json")
+        return WireTensor(torch.tensor(value, dtype=torch.int64), "json", untyped=True)
     if scalar and kind in (Kind.FLOAT, Kind.NUMBER) and isinstance(value, int | float) and not isinstance(value, bool):
         integer = kind is Kind.NUMBER and isinstance(value, int)
         if integer and not -(2**63) <= value < 2**63:
             raise _bad("holds an integer beyond int64")
-        return WireTensor(torch.tensor(value, dtype=torch.int64 if integer else torch.float64), "json")
+        return WireTensor(torch.tensor(value, dtype=torch.int64 if integer else torch.float64), "json", untyped=True)
     if kind is Kind.MASK and isinstance(value, bool):
-        return WireTensor(torch.tensor(value), "json")
-    expected = "a nested list of numbers or a {dtype, shape, data} object"
+        return WireTensor(torch.tensor(value), "json", untyped=True)
+    expected = "a {shape, values} or {dtype, shape, data} object, or a nested list of numbers"
     raise _bad(f"must be {expected}, got a {_json_type(value)}")
 
 
@@ -227,18 +228,84 @@ def read_shape(value: Any, field: str, max_elements: int) -> tuple[int, ...]:
     return shape
 
 
-def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
-    unknown = sorted(set(value) - {"dtype", "shape", "data"})
-    if unknown or not {"dtype", "shape", "data"} <= set(value):
-        raise _bad("a binary tensor has exactly the keys dtype, shape and data" + (f" (unknown: {unknown})" if unknown else ""))
-    dtype_name, shape_value, data = value["dtype"], value["shape"], value["data"]
-    if not isinstance(dtype_name, str) or dtype_name not in kind.dtypes:
-        got = repr(dtype_name) if isinstance(dtype_name, str) else f"a {_json_type(dtype_name)}"
+#: What a tensor object holds, for messages.
+OBJECT_KEYS = "shape and values (dtype optional), or dtype, shape and data"
+
+
+def _check_keys(value: dict[str, Any], keys: set[str], required: set[str]) -> None:
+    unknown = sorted(set(value) - keys)
+    if unknown or not required <= set(value):
+        raise _bad(f"a tensor object has {OBJECT_KEYS}" + (f" (unknown: {unknown})" if unknown else ""))
+
+
+def _dtype(name: Any, kind: Kind) -> str:
+    if not isinstance(name, str) or name not in kind.dtypes:
+        got = repr(name) if isinstance(name, str) else f"a {_json_type(name)}"
         raise _bad(f"dtype must be one of {', '.join(kind.dtypes)}, got {got}")
+    return name
+
+
+def _shape(value: Any, field: str, max_elements: int) -> tuple[int, ...]:
     try:
-        shape = read_shape(shape_value, field, max_elements)
+        return read_shape(value, field, max_elements)
     except ValueError as error:
         raise _bad(f"shape {error}") from None
+
+
+def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: int, single: bool) -> WireTensor:
+    """``{"shape": [...], "values": [...], "dtype"?: ...}``: a flat row-major list and its shape.
+
+    Without ``dtype`` the values are read as a nested list of the same kind would be. With it they
+    are read as numbers (booleans for ``bool``) and converted: to a float dtype by rounding, to an
+    integer dtype only when every value is a whole number within its range.
+    """
+    if "data" in value:
+        raise _bad("a tensor object has values or data, not both")
+    _check_keys(value, {"dtype", "shape", "values"}, {"shape", "values"})
+    shape = _shape(value["shape"], field, max_elements)
+    dtype_name = None if value.get("dtype") is None else _dtype(value["dtype"], kind)
+    flat = value["values"]
+    read_as = kind if dtype_name is None else Kind.MASK if dtype_name == "bool" else Kind.NUMBER
+    if isinstance(flat, NumberArray) and len(flat.shape) == 1:
+        tensor = _decode_numbers(flat, read_as, field, max_elements, single and dtype_name is None)
+    elif isinstance(flat, simdjson.Array) and not (len(flat) and isinstance(flat[0], simdjson.Array)):
+        tensor = _decode_nested(flat, read_as, field, max_elements, single and dtype_name is None)
+    else:
+        raise _bad(f"values must be a flat list of numbers (the shape goes in shape), got {_nesting(flat)}")
+    elements = math.prod(shape)
+    if tensor.numel() != elements:
+        raise _bad(f"values has {tensor.numel()} numbers; shape {list(shape)} needs {elements}")
+    if dtype_name is not None:
+        tensor = _convert(tensor, dtype_name)
+    return WireTensor(tensor.reshape(shape).bool() if kind is Kind.MASK else tensor.reshape(shape), "values", untyped=dtype_name is None)
+
+
+def _nesting(value: Any) -> str:
+    return "a nested list" if isinstance(value, NumberArray | simdjson.Array) else f"a {_json_type(value)}"
+
+
+def _convert(tensor: torch.Tensor, dtype_name: str) -> torch.Tensor:
+    """Values read from JSON as the wire dtype ``dtype_name`` says they are."""
+    dtype = wire.DTYPES[dtype_name]
+    if dtype.is_floating_point or dtype == torch.bool or tensor.dtype == dtype:
+        return tensor.to(dtype)
+    info = torch.iinfo(dtype)
+    if tensor.is_floating_point():
+        whole = torch.isfinite(tensor) & (tensor == tensor.round())
+        if not bool(whole.all()):
+            position = tuple(int(i) for i in torch.nonzero(~whole)[0])
+            raise _bad(f"holds {float(tensor[position])!r}, not a whole number, for dtype {dtype_name}", position)
+    outside = (tensor < info.min) | (tensor > info.max)
+    if bool(outside.any()):
+        position = tuple(int(i) for i in torch.nonzero(outside)[0])
+        raise _bad(f"holds {tensor[position].item()!r}, beyond {dtype_name}", position)
+    return tensor.to(dtype)
+
+
+def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    _check_keys(value, {"dtype", "shape", "data"}, {"dtype", "shape", "data"})
+    dtype_name, data = _dtype(value["dtype"], kind), value["data"]
+    shape = _shape(value["shape"], field, max_elements)
     elements = math.prod(shape)
     if isinstance(data, PlainString):
         data = data.content()
@@ -256,7 +323,8 @@ def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: 
 
 
 def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
-    """Encode a result tensor: a numpy array (orjson writes nested lists) or a base64 object.
+    """Encode a result tensor: a numpy array (orjson writes nested lists), a ``values`` object (its
+    shape and a flat numpy array), or a base64 object.
 
     The base64 text goes into the response as a :class:`~service.codec.parts.Payload`: sent as its
     own part of the body, so it is neither decoded to ``str`` nor copied into the JSON text (11 MB at
@@ -275,7 +343,10 @@ def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
             "send float32/float64 inputs or ask for response_encoding=base64",
             field=field,
         )
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    if encoding == "values":
+        return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "values": array.reshape(-1)}
+    return array
 
 
 def encode_number(value: float, field: str) -> float:

@@ -1,9 +1,20 @@
 """Shaping the OpenAPI document: exact request schemas for routes that parse their own bodies, the
-Retry-After header of every 503, and ``security: []`` on the operations open without a key.
+Retry-After header of every 503, ``security: []`` on the operations open without a key, and schemas
+that client generators turn into working code.
 
 Loss routes read the raw body (to parse it fast and strictly), so FastAPI cannot infer their
 request schemas; each route declares ``request_body(Model)`` and :func:`build` adds the models (the
 problem schema, and the Open Inference Protocol's infer request header) to ``components``.
+
+What generators need (openapi-generator's TypeScript, Java and Go clients, openapi-python-client),
+done by :func:`generator_safe` over the whole document:
+
+* an optional request field is published as its type alone, not ``anyOf [type, null]``: the server
+  takes an omitted field and ``null`` alike, and generators make the ``anyOf`` a wrapper type with a
+  made-up name (``Mask``, ``MissingMass1``) instead of the type itself;
+* numbers are ``format: double`` and integers ``format: int64`` (Go and Java otherwise choose float32
+  and int32: losses would lose digits, byte counts would overflow);
+* no ``title`` on properties (generators name inline types after them).
 """
 
 from __future__ import annotations
@@ -22,6 +33,15 @@ from service.pipeline.schemas import REQUESTS
 REF = "#/components/schemas/{model}"
 
 
+class FieldError(BaseModel):
+    """One validation error of a request."""
+
+    field: str = Field(description="Dotted path of the field, e.g. terms.0.labels.")
+    message: str
+    type: str = Field(description="The kind of error, e.g. invalid_tensor, missing, extra_forbidden.")
+    index: list[int] | None = Field(None, description="First offending element of that field, when there is one.")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem: every error response of the service."""
 
@@ -31,7 +51,7 @@ class Problem(BaseModel):
     detail: str
     field: str | None = Field(None, description="Dotted path of the request field at fault, e.g. terms.0.labels.")
     index: list[int] | None = Field(None, description="First offending element of that field.")
-    errors: list[dict[str, Any]] | None = Field(None, description="Every validation error, when there are several.")
+    errors: list[FieldError] | None = Field(None, description="Every validation error, when there are several.")
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -80,4 +100,32 @@ def build(app: FastAPI) -> dict[str, Any]:
         schemas[model.__name__] = schema
     document["components"]["schemas"] = dict(sorted(schemas.items()))
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    generator_safe(schemas, requests={model.__name__ for model in models} | {name for name in schemas if name.endswith("Term")})
     return document
+
+
+NULL = {"type": "null"}
+
+
+def generator_safe(schemas: dict[str, Any], requests: set[str]) -> None:
+    """Rewrite ``schemas`` in place as the module docstring says; ``requests`` names the request schemas."""
+    for name, schema in schemas.items():
+        for field in schema.get("properties", {}).values():
+            field.pop("title", None)
+            options = field.get("anyOf", [])
+            if name in requests and NULL in options and field.get("default", ...) is None:
+                (only,) = (option for option in options if option != NULL)
+                del field["anyOf"], field["default"]
+                field.update(only)
+        _formats(schema)
+
+
+def _formats(schema: Any) -> None:
+    if isinstance(schema, dict):
+        if schema.get("type") in ("number", "integer") and "format" not in schema:
+            schema["format"] = "double" if schema["type"] == "number" else "int64"
+        for value in schema.values():
+            _formats(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _formats(value)

@@ -43,6 +43,7 @@ from service.errors import (
     Unauthorized,
     UnknownModel,
     UnsupportedMediaType,
+    UpgradeWithBody,
 )
 
 logger = logging.getLogger("distill.service")
@@ -74,6 +75,7 @@ RETRY_AFTER = {
 PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON"),
     NotAnObject: ProblemType(400, "not-an-object", "Body is not a JSON object"),
+    UpgradeWithBody: ProblemType(400, "upgrade-with-body", "Body sent with an upgrade offer", _CLOSE),
     Unauthorized: ProblemType(401, "unauthorized", "Unauthorized", {"WWW-Authenticate": "Bearer"}),
     UnknownModel: ProblemType(404, "unknown-model", "Unknown model"),
     UnsupportedMediaType: ProblemType(415, "unsupported-media-type", "Unsupported media type", _CLOSE),

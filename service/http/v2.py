@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.responses import Response
+from typing_extensions import TypeAliasType
 
 import distill
 from distill.native.allocator import release_free_memory
@@ -31,6 +32,10 @@ v2 = APIRouter(prefix="/v2", tags=["open inference protocol"], dependencies=[Dep
 EXTENSIONS = ["binary_tensor_data"]
 #: The only version of each model.
 VERSION = "1"
+
+
+#: The protocol's ``$parameters``: a named component, so generators make one type of it, not one per field.
+Parameters = TypeAliasType("Parameters", dict[str, Any])
 
 
 class ServerMetadata(BaseModel):
@@ -72,20 +77,20 @@ class InferInputTensor(BaseModel):
     name: str = Field(description="A tensor field of the /v1 request: student_logits, teacher_logits, labels, mask…")
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
     data: list[Any] | None = None
 
 
 class InferOutputRequest(BaseModel):
     name: str = Field(description="loss, grad, loss_sum or normalizer")
-    parameters: dict[str, Any] | None = Field(None, description="binary_data: send it as raw bytes after the JSON header")
+    parameters: Parameters | None = Field(None, description="binary_data: send it as raw bytes after the JSON header")
 
 
 class InferRequest(BaseModel):
     """The JSON header of an infer request (raw tensor bytes may follow it: Inference-Header-Content-Length)."""
 
     id: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="The loss's options (temperature, reduction…) and binary_data_output.")
+    parameters: Parameters | None = Field(None, description="The loss's options (temperature, reduction…) and binary_data_output.")
     inputs: list[InferInputTensor]
     outputs: list[InferOutputRequest] | None = None
 
@@ -94,7 +99,7 @@ class InferOutputTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
     data: list[Any] | None = None
 
 

@@ -25,7 +25,7 @@ def render(
     body: dict[str, Any]
     if isinstance(result, FunctionalResult):
         body = {
-            "loss": _tensor_or_number(result.loss, encoding, "loss"),
+            "loss": _functional_loss(result, encoding),
             "reduction": result.reduction,
             "loss_sum": encode_number(result.loss_sum, "loss_sum"),
             "normalizer": result.normalizer,
@@ -69,6 +69,14 @@ def _loss_fields(result: LossResult, encoding: Encoding, prefix: str) -> dict[st
 
 def _grad(grad: torch.Tensor | None, encoding: Encoding, field: str) -> Any:
     return None if grad is None else encode(grad, encoding, field)
+
+
+def _functional_loss(result: FunctionalResult, encoding: Encoding) -> Any:
+    """A reduced loss is a number in a ``values`` response (as ``/v1/<loss>`` answers it), a 0-d tensor
+    object in a base64 one (as it always was); an unreduced one a tensor (0-d in JSON: a number)."""
+    if result.reduction != "none" and encoding == "values":
+        return encode_number(float(result.loss), "loss")
+    return _tensor_or_number(result.loss, encoding, "loss")
 
 
 def _tensor_or_number(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:

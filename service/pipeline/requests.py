@@ -106,7 +106,7 @@ def engine_call(route: str, request: Strict, device: torch.device, max_elements:
     def tensor(value: Any) -> Any:
         if not isinstance(value, WireTensor):
             return value
-        converted = value.tensor.to(dtype) if value.encoding == "json" and value.tensor.is_floating_point() else value.tensor
+        converted = value.tensor.to(dtype) if value.untyped and value.tensor.is_floating_point() else value.tensor
         return converted.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else converted
 
     def arguments(model: Strict, names: Iterable[str]) -> dict[str, Any]:

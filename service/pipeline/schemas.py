@@ -9,7 +9,8 @@ objective, derived from the same declaration: the loss's targets, weights and op
 
 Tensor fields validate through :func:`service.codec.tensors.decode` (a plain validator), so pydantic
 checks the envelope (unknown fields, enums, ranges) while numbers never pass through it one by one;
-the OpenAPI spec still shows each tensor field's exact schema (nested lists or a binary object).
+the OpenAPI spec shows each tensor field as the generator-safe tensor object of its kind
+(:mod:`service.pipeline.tensor_schemas`); nested lists are read too, unpublished.
 Unknown fields are rejected everywhere: a misspelt option must not be silently ignored.
 """
 
@@ -27,8 +28,10 @@ from typing_extensions import TypeAliasType
 from distill import FEATURE_NAME, LOGITS, LOSSES, MAX_COEFFICIENT, STUDENT_LOGITS, LossSpec, Option, TensorInput, distill
 from distill.functional import FUNCTIONS, LEGACY_FLAGS, FunctionalSpec
 from distill.wire import Kind
-from service.codec.tensors import BinaryTensor, WireTensor, decode
+from service.codec.tensors import WireTensor, decode
 from service.errors import TOO_LARGE, TensorTooLarge
+from service.pipeline.tensor_schemas import BY_KIND, DOUBLE, FloatDtype, Loss, ResponseEncoding
+from service.pipeline.tensor_schemas import FloatTensor as FloatTensorSchema
 
 DEFAULT_MAX_ELEMENTS = 1 << 25
 #: Most terms one combined objective takes, and most named student tensors (each is there for a term).
@@ -48,15 +51,10 @@ StudentName = Annotated[
     str, AfterValidator(_student_name), WithJsonSchema({"type": "string", "pattern": f"^{FEATURE_NAME.pattern}$", "maxLength": 64})
 ]
 
-# Nested lists are published one level deep (list of number-or-list): client generators such as
-# openapi-python-client reject recursive array schemas. The server reads any depth ≥ 1.
-NestedNumbers = TypeAliasType("NestedNumbers", list[float | list[Any]])
-NestedIntegers = TypeAliasType("NestedIntegers", list[int | list[Any]])
-NestedBooleans = TypeAliasType("NestedBooleans", list[bool | list[Any]])
 
-
-def _validator(kind: Kind, scalar: bool = False) -> PlainValidator:
-    """The validator of a tensor field; with ``scalar``, a bare JSON number is a 0-d tensor."""
+def _tensor(kind: Kind, scalar: bool = False) -> Any:
+    """The type of a tensor field: decoded by :func:`decode`, published as its kind's tensor object;
+    with ``scalar``, a bare JSON number is a 0-d tensor."""
 
     def validate(value: Any, info: ValidationInfo) -> WireTensor:
         if isinstance(value, WireTensor):
@@ -69,21 +67,13 @@ def _validator(kind: Kind, scalar: bool = False) -> PlainValidator:
         except TensorTooLarge as error:  # pydantic then names the tensor by its whole path (terms.0.teacher_logits)
             raise PydanticCustomError(TOO_LARGE, "{reason}", {"reason": str(error).removeprefix(f"{field}: ")}) from None
 
-    schema_type = {
-        Kind.FLOAT: NestedNumbers | float if scalar else NestedNumbers,
-        Kind.NUMBER: NestedNumbers | float,
-        Kind.INDEX: NestedIntegers | int,
-        Kind.MASK: NestedBooleans | bool,
-    }[kind]
-    return PlainValidator(validate, json_schema_input_type=schema_type | BinaryTensor)
+    return Annotated[WireTensor, PlainValidator(validate, json_schema_input_type=BY_KIND[kind])]
 
 
-FloatTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.FLOAT)]
-LabelTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.INDEX)]
-MaskTensor: TypeAlias = Annotated[WireTensor, _validator(Kind.MASK)]
+FloatTensor: TypeAlias = _tensor(Kind.FLOAT)  # type: ignore[valid-type]
+LabelTensor: TypeAlias = _tensor(Kind.INDEX)  # type: ignore[valid-type]
+MaskTensor: TypeAlias = _tensor(Kind.MASK)  # type: ignore[valid-type]
 TENSOR_TYPES: dict[Kind, Any] = {Kind.FLOAT: FloatTensor, Kind.INDEX: LabelTensor, Kind.MASK: MaskTensor}
-
-FloatDtype = Literal["float32", "float64", "float16", "bfloat16"]
 
 #: The type and description of each parameter every loss shares (:data:`distill.COMMON`).
 COMMON_FIELDS: dict[str, tuple[Any, str]] = {
@@ -101,9 +91,9 @@ class Strict(BaseModel):
 class Encodings(Strict):
     """The fields of every request that are about the wire, not the loss."""
 
-    dtype: FloatDtype = Field("float32", description="dtype of float tensors sent as JSON lists.")
-    response_encoding: Literal["json", "base64"] | None = Field(
-        None, description="Tensor encoding of the response; default mirrors the student's."
+    dtype: FloatDtype = Field("float32", description="dtype of float tensors sent without one (values or nested lists).")
+    response_encoding: ResponseEncoding | None = Field(
+        None, description="Tensor encoding of the response (values, base64, or json: nested lists); default mirrors the student's."
     )
 
 
@@ -178,28 +168,31 @@ def term_model(spec: LossSpec) -> type[Strict]:
     return create_model(f"{spec.title}Term", __base__=Strict, __doc__=f"A term of the combined objective: {spec.description}", **fields)
 
 
-def _only_named_properties(schema: dict[str, Any]) -> None:
-    """``student_features``' object schema admits no name outside its pattern (as the server does)."""
+def _named_map(schema: dict[str, Any]) -> None:
+    """``student_features`` as a map (what generators make of ``additionalProperties``) whose names follow
+    the pattern (``propertyNames``: the same set as ``patternProperties``, which generators ignore)."""
     for option in schema.get("anyOf", [schema]):
         if option.get("type") == "object":
-            option["additionalProperties"] = False
+            (tensor,) = option.pop("patternProperties").values()
+            option["additionalProperties"] = tensor
+            option["propertyNames"] = {"pattern": f"^{FEATURE_NAME.pattern}$", "maxLength": 64}
+
+
+StudentFeatures = TypeAliasType(
+    "StudentFeatures", Annotated[dict[StudentName, FloatTensor], Field(max_length=MAX_TERMS, json_schema_extra=_named_map)]
+)
 
 
 def distill_request(terms: list[type[Strict]]) -> type[Strict]:
     """``DistillRequest``: the student, a list of terms (tagged by ``loss``), and the shared fields."""
-    term: Any = Annotated[Union[tuple(terms)], Field(discriminator="loss")]  # noqa: UP007  # a union built from a list
+    term: Any = TypeAliasType("Term", Annotated[Union[tuple(terms)], Field(discriminator="loss")])  # noqa: UP007  # a union built from a list
     objective = inspect.signature(distill)
     term_grads = objective.parameters["term_grads"].default
     fields: dict[str, Any] = {
         "student_logits": tensor_field(replace(STUDENT_LOGITS, required=True)),
         "student_features": (
-            dict[StudentName, FloatTensor] | None,
-            Field(
-                None,
-                max_length=MAX_TERMS,
-                description="Further student tensors by name (hidden states, attention maps) for terms whose student names them.",
-                json_schema_extra=_only_named_properties,
-            ),
+            StudentFeatures | None,
+            Field(None, description="Further student tensors by name (hidden states, attention maps) for terms whose student names them."),
         ),
         "terms": (list[term], Field(min_length=1, max_length=MAX_TERMS)),
         "term_grads": (bool, Field(term_grads, strict=True, description="Also return each term's own gradient.")),
@@ -222,7 +215,7 @@ def functional_model(spec: FunctionalSpec) -> type[Strict]:
     for name, parameter in spec.signature.parameters.items():
         required = parameter.default is inspect.Parameter.empty
         if name in spec.tensors:
-            annotation: Any = Annotated[WireTensor, _validator(spec.kind(name), scalar=True)]
+            annotation: Any = _tensor(spec.kind(name), scalar=True)
             fields[name] = (annotation, Field(description=f"{name} of {spec.name}")) if required else (annotation | None, Field(None))
         elif name == "reduction":
             fields[name] = (Literal[spec.reductions], Field(parameter.default, description="none, or how the loss elements are reduced"))
@@ -266,32 +259,44 @@ def validate(route: str, document: dict[str, Any], max_elements: int) -> Strict:
     return model.model_validate(document, context={"max_elements": max_elements, "json_dtype": json_dtype})
 
 
-TensorOutput = NestedNumbers | BinaryTensor
+#: The published types of response fields (responses are rendered by :mod:`service.pipeline.render`;
+#: these models document them): a tensor in the request's encoding, and a loss that is a number or,
+#: for reduction ``none``, a tensor.
+TensorOutput: TypeAlias = FloatTensorSchema
+LossOutput: TypeAlias = Loss
+Number = Annotated[float, WithJsonSchema(DOUBLE)]
+Gradients = TypeAliasType("Gradients", dict[str, FloatTensorSchema])
+LossName = TypeAliasType("LossName", Literal[tuple(LOSSES)])  # type: ignore[valid-type]
 
 
 class LossResponse(BaseModel):
-    """A loss, its gradient with respect to the student input, and its normalisation."""
+    """A loss, its gradient with respect to the student input, and its normalisation.
 
-    loss: float | TensorOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
+    Tensors come in the student's encoding (or ``response_encoding``): tensor objects, or nested lists
+    for a student sent as nested lists."""
+
+    loss: LossOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
     grad: TensorOutput | None = Field(description="d(loss)/d(student input), shaped and encoded like the student input.")
-    loss_sum: float = Field(description="Unreduced sum of the loss elements; loss = loss_sum / normalizer.")
-    normalizer: float = Field(description="What loss_sum was divided by (rows, elements or summed weights; 1 for sum/none).")
+    loss_sum: Number = Field(description="Unreduced sum of the loss elements; loss = loss_sum / normalizer.")
+    normalizer: Number = Field(description="What loss_sum was divided by (rows, elements or summed weights; 1 for sum/none).")
     reduction: str
 
 
 class FunctionalResponse(BaseModel):
     """A function of torch.nn.functional's loss family, its gradients, and its normalisation."""
 
-    loss: float | TensorOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
+    loss: LossOutput = Field(description="A number, or the unreduced tensor for reduction 'none'.")
     reduction: str = Field(description="The reduction applied (after mapping the legacy flags).")
-    loss_sum: float = Field(description="Sum of the unreduced loss elements; loss = loss_sum / normalizer.")
-    normalizer: float = Field(description="What loss_sum was divided by (elements, batch size or summed weights; 1 for sum/none).")
-    grads: dict[str, float | TensorOutput] = Field(description="Argument name → d(loss)/d(argument), shaped and encoded like it.")
+    loss_sum: Number = Field(description="Sum of the unreduced loss elements; loss = loss_sum / normalizer.")
+    normalizer: Number = Field(description="What loss_sum was divided by (elements, batch size or summed weights; 1 for sum/none).")
+    grads: Gradients = Field(
+        description="Argument name → d(loss)/d(argument), shaped and encoded like it (a 0-d one sent as a number: a number)."
+    )
 
 
 _term_fields: dict[str, Any] = {
-    "name": (Literal[tuple(LOSSES)], ...),
-    "coefficient": (float, ...),
+    "name": (LossName, ...),
+    "coefficient": (Number, ...),
     "student": (str, Field(description="The student it applies to: student_logits or a name in student_features.")),
 }
 TermResponse = create_model(
@@ -301,10 +306,10 @@ TermResponse = create_model(
     **_term_fields,
 )
 _distill_fields: dict[str, Any] = {
-    "loss": (float, ...),
+    "loss": (Number, ...),
     "grad": (TensorOutput | None, Field(description="d(loss)/d(student_logits) (zeros where no term applies to the logits).")),
     "grads": (
-        dict[str, TensorOutput],
+        Gradients,
         Field(description="Name in student_features → d(loss)/d(that tensor); empty without them or with compute_grad false."),
     ),
     "terms": (list[TermResponse], ...),

@@ -15,8 +15,8 @@ import torch
 from pydantic import ValidationError
 
 from distill import LOSSES, wire
-from service.codec.tensors import WireDtype
-from service.pipeline.schemas import REQUESTS, TERMS, Encodings, FloatDtype
+from service.pipeline.schemas import REQUESTS, TERMS, Encodings
+from service.pipeline.tensor_schemas import Dtype, FloatDtype
 from tests.service.conftest import binary, from_binary
 from tests.tolerances import assert_close
 
@@ -61,8 +61,8 @@ def test_option_ranges_are_enforced_by_the_schema(spec):
 
 
 def test_dtype_names_are_the_wire_table():
-    assert set(typing.get_args(WireDtype)) == set(wire.DTYPES)
-    assert set(typing.get_args(FloatDtype)) == set(wire.Kind.FLOAT.dtypes)
+    assert list(typing.get_args(Dtype.__value__)) == list(wire.DTYPES)
+    assert set(typing.get_args(FloatDtype.__value__)) == set(wire.Kind.FLOAT.dtypes)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
