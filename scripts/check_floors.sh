@@ -17,5 +17,5 @@ python3 -m venv --clear "$VENV"
     --find-links "$TORCH_FIND_LINKS" -c constraints.txt -e '.[test]'
 echo "== lowest direct versions:"
 "$VENV/bin/uv" pip list --python "$VENV/bin/python" 2>/dev/null \
-    | grep -iE '^(torch|numpy|httpx|orjson|fastapi|starlette|uvicorn|httptools|uvloop|pydantic|pydantic-core|pydantic-settings|typing-extensions|pysimdjson|pybase64|prometheus-client|pytest|hypothesis|openapi-spec-validator|openapi-python-client|schemathesis) '
+    | grep -iE '^(torch|numpy|httpx|orjson|fastapi|starlette|uvicorn|httptools|uvloop|pydantic|pydantic-core|pydantic-settings|typing-extensions|pysimdjson|pybase64|prometheus-client|pytest|hypothesis|openapi-spec-validator|openapi-python-client|schemathesis|openapi-generator-cli) '
 "$VENV/bin/pytest" -q -m "not slow"
