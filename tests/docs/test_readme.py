@@ -75,3 +75,12 @@ def test_the_tritonclient_example_runs(server):
     assert shown
     assert namespace["result"].as_numpy("loss")[0] == pytest.approx(float(shown.group(1)), rel=1e-6)
     assert namespace["result"].as_numpy("grad").shape == (2, 3)
+
+
+@pytest.mark.parametrize("script", sorted(Path(__file__).resolve().parents[1].glob("openapi/*/client.sh")), ids=lambda path: path.parent.name)
+def test_the_readme_shows_each_generated_client_command(script: Path) -> None:
+    """The README's commands for generating and building a client are exactly those its test runs."""
+    commands = [line for line in script.read_text().splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
+    assert commands
+    for command in commands:
+        assert command.replace('"$1"', "http://127.0.0.1:8000") in README, command
