@@ -1,8 +1,8 @@
 """Clients generated from openapi/openapi.json by five toolchains, built and called against a live server.
 
 Each toolchain's ``tests/openapi/<toolchain>/client.sh`` (the commands the README shows) generates a client,
-builds it, and runs a small program with it that sends the same four requests: a KL divergence with tensors
-as JSON ``values``, a cross-entropy with a base64 student (its gradient comes back in base64), the combined
+builds it, and runs a small program with it that sends the same five requests: a KL divergence with tensors
+as JSON ``values`` (reduced, and per element: the loss a tensor), a cross-entropy with a base64 student (its gradient comes back in base64), the combined
 objective with those two terms, and a cross-entropy with a label out of range. The program prints what the
 server answered; this test checks each loss and gradient against the engine in process, and the 422's field.
 The inputs (a (2, 4) student and teacher, labels [2, 0]) are written out in each program.
@@ -97,7 +97,10 @@ def _run_client(toolchain: str, url: str, workdir: Path) -> dict:
 
 
 def _check(answer: dict, expected: distill.LossResult | distill.DistillResult) -> None:
-    assert answer["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
+    if expected.loss.dim():
+        assert_close(torch.tensor(answer["loss"]).reshape(expected.loss.shape), expected.loss, torch.float32)
+    else:
+        assert answer["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert expected.grad is not None
     assert_close(torch.tensor(answer["grad"]).reshape(2, 4), expected.grad, torch.float32)
 
@@ -112,6 +115,7 @@ def test_generated_client_answers_as_the_engine(toolchain: str, server: str, tmp
     terms = [Term("kl_div", 0.5, {"teacher_logits": TEACHER, "temperature": 2.0}), Term("cross_entropy", 1.0, {"labels": LABELS})]
     objective = distill.distill(STUDENT, terms)
     _check(answer["kl_div"], kl_div)
+    _check(answer["kl_div_none"], distill.kl_div(STUDENT, teacher_logits=TEACHER, temperature=2.0, reduction="none"))
     _check(answer["cross_entropy"], cross_entropy)
     _check(answer["distill"], objective)
     assert answer["distill"]["terms"] == pytest.approx([float(term.result.loss) for term in objective.terms], rel=1e-6)

@@ -1,5 +1,5 @@
 // openapi-fetch over the types openapi-typescript generates from distill's spec (no generated runtime code):
-// a KL divergence with tensors as JSON values, a cross-entropy with a binary (base64) student and gradient,
+// a KL divergence with tensors as JSON values (reduced, and per element), a cross-entropy with a binary (base64) student and gradient,
 // the combined objective, and a 422 problem. Prints what the server answered, as JSON, for the test to check.
 import createClient from "openapi-fetch";
 import type { components, paths } from "./schema";
@@ -28,6 +28,14 @@ async function main(): Promise<void> {
   const kl = await client.POST("/v1/kl_div", {
     body: { student_logits: { shape: SHAPE, values: STUDENT }, teacher_logits: { shape: SHAPE, values: TEACHER }, temperature: 2.0 },
   });
+  const perElement = await client.POST("/v1/kl_div", {
+    body: {
+      student_logits: { shape: SHAPE, values: STUDENT },
+      teacher_logits: { shape: SHAPE, values: TEACHER },
+      temperature: 2.0,
+      reduction: "none",
+    },
+  });
   const ce = await client.POST("/v1/cross_entropy", {
     body: {
       student_logits: { shape: SHAPE, dtype: "float32", data: Buffer.from(new Float32Array(STUDENT).buffer).toString("base64") },
@@ -46,12 +54,15 @@ async function main(): Promise<void> {
   const bad = await client.POST("/v1/cross_entropy", {
     body: { student_logits: { shape: SHAPE, values: STUDENT }, labels: { shape: [2], values: [2, 9] } },
   });
-  if (kl.data === undefined || ce.data === undefined || objective.data === undefined) {
-    throw new Error(JSON.stringify([kl.error, ce.error, objective.error]));
+  if (kl.data === undefined || perElement.data === undefined || ce.data === undefined || objective.data === undefined) {
+    throw new Error(JSON.stringify([kl.error, perElement.error, ce.error, objective.error]));
   }
+  const elements = perElement.data.loss;
+  if (typeof elements === "number") throw new Error("expected the per-element loss as a tensor");
   console.log(
     JSON.stringify({
       kl_div: { loss: scalar(kl.data.loss), grad: floats(kl.data.grad) },
+      kl_div_none: { loss: floats(elements), grad: floats(perElement.data.grad) },
       cross_entropy: { loss: scalar(ce.data.loss), grad: floats(ce.data.grad) },
       distill: { loss: objective.data.loss, grad: floats(objective.data.grad), terms: objective.data.terms.map((term) => scalar(term.loss)) },
       problem: { status: bad.error?.status, field: bad.error?.field },
