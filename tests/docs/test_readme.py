@@ -77,7 +77,10 @@ def test_the_tritonclient_example_runs(server):
     assert namespace["result"].as_numpy("grad").shape == (2, 3)
 
 
-@pytest.mark.parametrize("script", sorted(Path(__file__).resolve().parents[1].glob("openapi/*/client.sh")), ids=lambda path: path.parent.name)
+CLIENT_SCRIPTS = sorted(Path(__file__).resolve().parents[1].glob("openapi/*/client.sh"))
+
+
+@pytest.mark.parametrize("script", CLIENT_SCRIPTS, ids=lambda path: path.parent.name)
 def test_the_readme_shows_each_generated_client_command(script: Path) -> None:
     """The README's commands for generating and building a client are exactly those its test runs."""
     commands = [line for line in script.read_text().splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]

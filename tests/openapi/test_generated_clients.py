@@ -2,8 +2,9 @@
 
 Each toolchain's ``tests/openapi/<toolchain>/client.sh`` (the commands the README shows) generates a client,
 builds it, and runs a small program with it that sends the same five requests: a KL divergence with tensors
-as JSON ``values`` (reduced, and per element: the loss a tensor), a cross-entropy with a base64 student (its gradient comes back in base64), the combined
-objective with those two terms, and a cross-entropy with a label out of range. The program prints what the
+as JSON ``values`` (reduced, and per element: the loss a tensor), a cross-entropy with a base64 student (its
+gradient comes back in base64), the combined objective with those two terms, and a cross-entropy with a label
+out of range. The program prints what the
 server answered; this test checks each loss and gradient against the engine in process, and the 422's field.
 The inputs (a (2, 4) student and teacher, labels [2, 0]) are written out in each program.
 
