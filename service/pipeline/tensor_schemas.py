@@ -22,6 +22,8 @@ from typing_extensions import TypeAliasType
 from distill.wire import Kind
 from service.codec.tensors import MAX_DIMS
 
+#: A tensor's element type (the names of :data:`distill.wire.DTYPES`; a test keeps the two equal).
+Dtype = TypeAliasType("Dtype", Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"])
 #: The request's ``dtype`` (what JSON floats compute in) and ``response_encoding``, as named enums.
 FloatDtype = TypeAliasType("FloatDtype", Literal["float32", "float64", "float16", "bfloat16"])
 ResponseEncoding = TypeAliasType("ResponseEncoding", Literal["values", "base64", "json"])
@@ -58,9 +60,6 @@ def _tensor(kind: str, item: dict[str, Any], dtypes: tuple[str, ...]) -> dict[st
     }
 
 
-Dtype = TypeAliasType("Dtype", Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"])
-
-
 def _published(schema: dict[str, Any]) -> ConfigDict:
     """A schema-only model's config: its JSON schema is ``schema`` (the model never validates), with
     the ``dtype`` property pydantic generated (a reference only pydantic can spell while generating)."""
@@ -75,16 +74,22 @@ def _published(schema: dict[str, Any]) -> ConfigDict:
 
 
 class FloatTensor(BaseModel):
+    """Schema only: a float tensor field (``values`` are JSON numbers)."""
+
     model_config = _published(_tensor("float", DOUBLE, Kind.FLOAT.value))
     dtype: Dtype  # makes Dtype a component of every spec that has a tensor
 
 
 class IntegerTensor(BaseModel):
+    """Schema only: a label or index tensor field (``values`` are JSON integers)."""
+
     model_config = _published(_tensor("integer", {"type": "integer", "format": "int64"}, Kind.INDEX.value))
     dtype: Dtype
 
 
 class BooleanTensor(BaseModel):
+    """Schema only: a mask field (``values`` are JSON booleans)."""
+
     model_config = _published(_tensor("boolean", {"type": "boolean"}, Kind.MASK.value))
     dtype: Dtype
 
@@ -97,6 +102,8 @@ def _number_or_tensor(generated: dict[str, Any]) -> None:
 
 
 class Loss(RootModel[float | FloatTensor]):
+    """Schema only: a response's ``loss``."""
+
     model_config = ConfigDict(json_schema_extra=_number_or_tensor)
 
 
