@@ -265,7 +265,7 @@ def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     shape = _shape(value["shape"], field, max_elements)
     dtype_name = None if value.get("dtype") is None else _dtype(value["dtype"], kind)
     flat = value["values"]
-    read_as = kind if dtype_name is None else Kind.MASK if dtype_name == "bool" else Kind.NUMBER
+    read_as = kind if dtype_name is None else _READ_AS.get(dtype_name, Kind.NUMBER)
     if isinstance(flat, NumberArray) and len(flat.shape) == 1:
         tensor = _decode_numbers(flat, read_as, field, max_elements, single and dtype_name is None)
     elif isinstance(flat, simdjson.Array) and not (len(flat) and isinstance(flat[0], simdjson.Array)):
@@ -280,7 +280,15 @@ def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     return WireTensor(tensor.reshape(shape).bool() if kind is Kind.MASK else tensor.reshape(shape), "values", untyped=dtype_name is None)
 
 
+#: How ``values`` with a dtype are read before the conversion: floats as floats (any JSON number), booleans
+#: as booleans; integer dtypes as numbers, so that whole floats (2.0, as some generated clients write
+#: them) are taken and the conversion can check them.
+_READ_AS = {**dict.fromkeys(Kind.FLOAT.value, Kind.FLOAT), "bool": Kind.MASK}
+
+
 def _nesting(value: Any) -> str:
+    if isinstance(value, list):  # the parser makes a list of an array of objects
+        return "a list of objects"
     return "a nested list" if isinstance(value, NumberArray | simdjson.Array) else f"a {_json_type(value)}"
 
 
@@ -295,7 +303,8 @@ def _convert(tensor: torch.Tensor, dtype_name: str) -> torch.Tensor:
         if not bool(whole.all()):
             position = tuple(int(i) for i in torch.nonzero(~whole)[0])
             raise _bad(f"holds {float(tensor[position])!r}, not a whole number, for dtype {dtype_name}", position)
-    outside = (tensor < info.min) | (tensor > info.max)
+    # float64 holds info.max + 1 (a power of two) exactly, not info.max (int64's rounds up to 2^63)
+    outside = (tensor < info.min) | (tensor >= info.max + 1 if tensor.is_floating_point() else tensor > info.max)
     if bool(outside.any()):
         position = tuple(int(i) for i in torch.nonzero(outside)[0])
         raise _bad(f"holds {tensor[position].item()!r}, beyond {dtype_name}", position)

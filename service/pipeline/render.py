@@ -43,7 +43,7 @@ def render(
                     "name": term.loss,
                     "coefficient": term.coefficient,
                     "student": term.student,
-                    **_loss_fields(term.result, encoding, f"terms.{index}"),
+                    **_loss_fields(term.result, (feature_encodings or {}).get(term.student, encoding), f"terms.{index}"),
                 }
                 for index, term in enumerate(result.terms)
             ],

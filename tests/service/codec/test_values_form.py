@@ -78,7 +78,8 @@ def values_of(tensor: torch.Tensor, dtype: bool = True) -> dict[str, Any]:
 
 @pytest.mark.skipif(not json_reader.enabled(), reason="the compiled JSON reader is not built")
 def test_the_compiled_reader_cuts_out_values_and_shape():
-    document = parse_json_object(bytearray(body({"shape": [2, 2], "values": [1.0, 2.0, 3.0, 4.0]})))
+    with native.switched(True):
+        document = parse_json_object(bytearray(body({"shape": [2, 2], "values": [1.0, 2.0, 3.0, 4.0]})))
     assert isinstance(document["x"]["values"], NumberArray) and isinstance(document["x"]["shape"], NumberArray)
 
 
@@ -164,11 +165,12 @@ def test_typed_values_are_converted_to_their_dtype(compiled, kind, dtype, values
 
 
 @pytest.mark.parametrize("compiled", READERS)
-def test_typed_floats_are_rounded_once_from_the_decimal(compiled):
-    text = b'{"x": {"shape": [3], "dtype": "float16", "values": [0.1, 1.00048828125, 1.0004882812500001]}}'
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_typed_floats_are_their_float64_values_cast_to_the_dtype(compiled, dtype):
+    numbers = [0.1, 1.00048828125, 1.0004882812500003, 1.00390625, 3.4e38, -1e-40, 6e-8, 123456.789]
+    text = json.dumps({"x": {"shape": [len(numbers)], "dtype": dtype, "values": numbers}}).encode()
     tensor = read(None, Kind.FLOAT, compiled=compiled, text=text).tensor
-    # 1 + 2^-11 is a float16 tie (to even: 1.0); just above it rounds up to 1 + 2^-10
-    assert tensor.tolist() == [torch.tensor(0.1, dtype=torch.float64).half().item(), 1.0, 1.0009765625]
+    assert same_bits(tensor, torch.tensor(numbers, dtype=torch.float64).to(wire.DTYPES[dtype]))
 
 
 @pytest.mark.parametrize("compiled", READERS)
@@ -210,11 +212,6 @@ def test_an_integer_dtype_takes_values_within_its_range(compiled, kind, dtype, v
     assert error.context["index"] == index
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _convert compares a float64 tensor with iinfo(int64).max, which rounds to 2^63, so 2^63 passes the "
-    "range check and wraps to -2^63 on the cast instead of being refused as beyond int64",
-)
 @pytest.mark.parametrize("compiled", READERS)
 @pytest.mark.parametrize("kind", [Kind.INDEX, Kind.NUMBER])
 def test_two_to_the_63_is_beyond_int64(compiled, kind):
@@ -229,12 +226,6 @@ def test_a_typed_float_tensor_takes_large_integer_tokens(compiled, dtype):
     values untyped, or with the general parser, it is read as a float (rounded); with a float dtype the
     values are "converted to it" and must be too."""
     text = b'{"x": {"shape": [2], "dtype": "' + dtype.encode() + b'", "values": [10000000000000000, 9007199254740993]}}'
-    if compiled and json_reader.enabled():
-        pytest.xfail(
-            "BUG: with the compiled reader a float dtype reads all-integer values as Kind.NUMBER integers, and "
-            "NumberArray.integers() refuses magnitudes from 2^53 ('holds an integer of magnitude 2^53 or more'), "
-            "where the untyped form and the general parser round them to the float dtype"
-        )
     tensor = read(None, Kind.FLOAT, compiled=compiled, text=text).tensor
     assert same_bits(tensor, torch.tensor([1e16, 9007199254740992.0], dtype=wire.DTYPES[dtype]))
 
@@ -447,7 +438,7 @@ def test_encode_writes_a_non_contiguous_tensor_row_major():
         (torch.tensor(2.5), "float32", [2.5]),
         (torch.tensor([0.1], dtype=torch.float64), "float64", [0.1]),
         (torch.tensor([1.5, 65504.0], dtype=torch.float16), "float16", [1.5, 65504.0]),
-        (torch.tensor([1.5, 3.0e38], dtype=torch.bfloat16), "bfloat16", [1.5, float(torch.tensor(3.0e38, dtype=torch.bfloat16))]),
+        (torch.tensor([1.5, -256.0], dtype=torch.bfloat16), "bfloat16", [1.5, -256.0]),
         (torch.tensor([[1, -100]]), "int64", [1, -100]),
         (torch.tensor([7], dtype=torch.int32), "int32", [7]),
         (torch.tensor([True, False]), "bool", [True, False]),
@@ -516,8 +507,8 @@ def test_any_float32_bit_pattern_round_trips_exactly(patterns):
         assert same_bits(round_trip(tensor, Kind.FLOAT, compiled=compiled, typed=False, single=True), tensor)
 
 
-def test_a_million_random_float32_values_round_trip_exactly():
-    patterns = np.random.default_rng(0).integers(-(2**31), 2**31, size=1 << 20, dtype=np.int64).astype(np.int32)
+def test_many_random_float32_bit_patterns_round_trip_exactly():
+    patterns = np.random.default_rng(0).integers(-(2**31), 2**31, size=1 << 18, dtype=np.int64).astype(np.int32)
     tensor = torch.from_numpy(patterns).view(torch.float32)
     tensor = tensor[torch.isfinite(tensor)].reshape(-1)
     for compiled in (True, False):
@@ -537,7 +528,7 @@ def test_any_float64_tensor_round_trips_exactly(array):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_every_finite_half_precision_value_round_trips_exactly(compiled, dtype):
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
-    every = every[torch.isfinite(every)].reshape(-1, 8)[:, :]  # 63488 (float16) or 65024 (bfloat16) values
+    every = every[torch.isfinite(every)].reshape(-1, 8)  # all 63488 (float16) or 65280 (bfloat16) finite values
     assert same_bits(round_trip(every, Kind.FLOAT, compiled=compiled), every)
 
 
@@ -581,6 +572,7 @@ def nest(flat: list[Any], shape: list[int]) -> Any:
     return [nest(flat[index * step : (index + 1) * step], shape[1:]) for index in range(shape[0])]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # beyond float32, as nested lists
 @settings(max_examples=200, deadline=None)
 @given(flat_and_shape(finite64 | st.integers(-(2**53) + 1, 2**53 - 1)), st.booleans())
 def test_untyped_values_read_as_the_nested_list_of_the_same_numbers(case, single):
