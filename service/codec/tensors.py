@@ -275,9 +275,10 @@ def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     elements = math.prod(shape)
     if tensor.numel() != elements:
         raise _bad(f"values has {tensor.numel()} numbers; shape {list(shape)} needs {elements}")
+    tensor = tensor.reshape(shape)  # before the conversion, so that its errors name the element by its position in shape
     if dtype_name is not None:
         tensor = _convert(tensor, dtype_name)
-    return WireTensor(tensor.reshape(shape).bool() if kind is Kind.MASK else tensor.reshape(shape), "values", untyped=dtype_name is None)
+    return WireTensor(tensor.bool() if kind is Kind.MASK else tensor, "values", untyped=dtype_name is None)
 
 
 #: How ``values`` with a dtype are read before the conversion: floats as floats (any JSON number), booleans

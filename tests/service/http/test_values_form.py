@@ -769,3 +769,9 @@ def test_a_typed_float_student_takes_integer_tokens_of_any_size(client, dtype):
     answer = post(client, "mse_loss", {"student": student, "teacher": [[0.0, 0.0]], "reduction": "sum"})
     untyped = post(client, "mse_loss", {"student": {"shape": [1, 2], "values": [10**16, 0]}, "teacher": [[0.0, 0.0]], "reduction": "sum"})
     assert answer["loss"] == pytest.approx(untyped["loss"], rel=1e-6)
+
+
+def test_a_conversion_error_names_the_element_by_its_position_in_shape(client):
+    labels = {"shape": [2, 2], "values": [0, 1, 2.5, 0], "dtype": "int64"}
+    problem = post(client, "cross_entropy", {"student_logits": {"shape": [2, 2, 3], "values": [0.0] * 12}, "labels": labels}, 422)
+    assert problem["field"] == "labels" and problem["index"] == [1, 0] and "not a whole number" in problem["detail"]
