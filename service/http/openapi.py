@@ -93,14 +93,19 @@ def build(app: FastAPI) -> dict[str, Any]:
         for operation in operations.values():
             operation.setdefault("security", [])  # an operation that requires no key says so (the probes)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), Problem, InferRequest)
-    for model in models:
+    requests: set[str] = set()
+    for model in (*REQUESTS.values(), InferRequest):
         schema = model.model_json_schema(ref_template=REF, mode="validation")
-        schemas.update(schema.pop("$defs", {}))
+        definitions = schema.pop("$defs", {})
+        schemas.update(definitions)
         schemas[model.__name__] = schema
+        requests |= {model.__name__, *definitions}
+    schemas["Problem"] = Problem.model_json_schema(ref_template=REF)
+    schemas.update(schemas["Problem"].pop("$defs"))
+    requests |= {"Problem", "FieldError"}  # a problem leaves out what it does not have, never null
     document["components"]["schemas"] = dict(sorted(schemas.items()))
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
-    generator_safe(schemas, requests={model.__name__ for model in models} | {name for name in schemas if name.endswith("Term")})
+    generator_safe(schemas, requests)
     return document
 
 
@@ -108,7 +113,8 @@ NULL = {"type": "null"}
 
 
 def generator_safe(schemas: dict[str, Any], requests: set[str]) -> None:
-    """Rewrite ``schemas`` in place as the module docstring says; ``requests`` names the request schemas."""
+    """Rewrite ``schemas`` in place as the module docstring says; ``requests`` names the schemas whose
+    optional fields are published without ``null`` (requests, and problems, which omit what they lack)."""
     for name, schema in schemas.items():
         for field in schema.get("properties", {}).values():
             field.pop("title", None)

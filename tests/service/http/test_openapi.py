@@ -71,3 +71,50 @@ def test_license_servers_open_operations_and_retry_after_are_declared():
     assert open_ids == {"livez", "healthz", "readyz", "metrics", "oip_server_live", "oip_server_ready"}
     unavailable = [operation["responses"]["503"] for operation in operations if "503" in operation["responses"]]
     assert unavailable and all(response["headers"]["Retry-After"]["required"] for response in unavailable)
+
+
+def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
+    """Every schema object under ``node`` with its JSON path."""
+    found: list[tuple[str, dict]] = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for key, value in node.items():
+            found += _walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _walk(value, f"{path}/{index}")
+    return found
+
+
+def test_schemas_are_what_client_generators_handle():
+    """The shape tests/openapi proves with the generators themselves, checked without them: every tensor field
+    is a named tensor object (no nested-list ``oneOf``), unions are named components, an optional request
+    field is its type alone (no ``anyOf`` with null), numbers are float64 and integers int64, and no
+    property carries a title that a generator would name a type after."""
+    schemas = COMMITTED["components"]["schemas"]
+    assert {"FloatTensor", "IntegerTensor", "BooleanTensor", "Dtype", "Loss", "Term"} <= set(schemas)
+    assert not {"NestedNumbers", "NestedIntegers", "NestedBooleans", "BinaryTensor"} & set(schemas)
+    for name, schema in schemas.items():
+        for path, node in _walk(schema):
+            where = f"{name}{path}"
+            assert not ("oneOf" in node or "anyOf" in node) or name in ("Loss", "Term") or path == "" or _nullable(node), where
+            if node.get("type") == "number":
+                assert node.get("format") == "double", where
+            if node.get("type") == "integer":
+                assert node.get("format") == "int64", where
+        for field, prop in schema.get("properties", {}).items():
+            assert "title" not in prop, f"{name}.{field}"
+            if name.endswith(("Request", "Term")) or name in ("InferInputTensor", "StudentFeatures"):
+                assert "anyOf" not in prop and prop.get("default", ...) is not None, f"{name}.{field}"
+    tensors = {"FloatTensor", "IntegerTensor", "BooleanTensor"}
+    student = schemas["KLDivRequest"]["properties"]["student_logits"]
+    labels = schemas["CrossEntropyRequest"]["properties"]["labels"]
+    mask = schemas["KLDivRequest"]["properties"]["mask"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in (student, labels, mask)] == ["FloatTensor", "IntegerTensor", "BooleanTensor"]
+    assert all(schemas[tensor]["required"] == ["shape"] for tensor in tensors)
+
+
+def _nullable(node: dict) -> bool:
+    """``anyOf [X, null]``: how a response field that may be null is published (generators read it as nullable X)."""
+    options = node.get("anyOf", [])
+    return len(options) == 2 and {"type": "null"} in options
