@@ -94,7 +94,8 @@ def build(app: FastAPI) -> dict[str, Any]:
             operation.setdefault("security", [])  # an operation that requires no key says so (the probes)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     requests: set[str] = set()
-    for model in (*REQUESTS.values(), InferRequest):
+    models: tuple[type[BaseModel], ...] = (*REQUESTS.values(), InferRequest)
+    for model in models:
         schema = model.model_json_schema(ref_template=REF, mode="validation")
         definitions = schema.pop("$defs", {})
         schemas.update(definitions)
