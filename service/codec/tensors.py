@@ -355,10 +355,14 @@ def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
         )
     # Half precision as float32 (exactly the same values, and the same text: orjson writes float16 through
     # float32): numpy has no bfloat16, and orjson's float16 arrays once failed in CI in a way not reproduced.
-    array = (tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor).numpy()
+    values = tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+    flat = values.reshape(-1).numpy()  # 1-D: numpy before 2.0 holds at most 32 dimensions, tensors up to 64
     if encoding == "values":
-        return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "values": array.reshape(-1)}
-    return array
+        return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "values": flat}
+    try:
+        return flat.reshape(tensor.shape)
+    except ValueError:  # more dimensions than this numpy holds: nested lists the slow way (rare shapes)
+        return values.tolist()
 
 
 def encode_number(value: float, field: str) -> float:

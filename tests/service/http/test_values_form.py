@@ -675,6 +675,18 @@ def test_64_dimensions_are_served(client):
     assert answer["grad"]["shape"] == [1] * 64 and answer["grad"]["values"] == [0.0]
 
 
+@pytest.mark.parametrize("encoding", ["json", "base64"])
+def test_64_dimensions_are_answered_in_every_encoding(client, encoding):
+    """numpy before 2.0 (the declared floor is 1.24) holds 32 dimensions: answers must not depend on it."""
+    tensor = torch.tensor([1.5, -0.5]).reshape([1] * 63 + [2])
+    answer = post(
+        client, "kl_div", {"student_logits": SENT[encoding](tensor), "teacher_logits": SENT[encoding](tensor), "reduction": "none"}
+    )
+    for value in (answer["loss"], answer["grad"]):
+        shape = torch.tensor(value).shape if encoding == "json" else tuple(value["shape"])  # torch: numpy 1.x nests 32 deep
+        assert shape == tensor.shape
+
+
 @pytest.mark.parametrize(
     ("route", "body", "field"),
     [
