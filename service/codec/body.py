@@ -91,7 +91,8 @@ async def read_body(request: Request, limit: int, timeout: float, reserve: Calla
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
         raise ClientDisconnected("the client disconnected before sending its whole body") from None
-    if not body and (length or "transfer-encoding" in request.headers) and "upgrade" in request.headers:
+    offered = "upgrade" in request.headers and "upgrade" in request.headers.get("connection", "").lower()
+    if not body and (length or "transfer-encoding" in request.headers) and offered:
         raise UpgradeWithBody(
             "the request offers a protocol upgrade (Upgrade header) and sends a body, which this HTTP/1.1 server's parser "
             "does not read (uvicorn issue 2722): send it without the offer (Java's HttpClient: version HTTP_1_1)"

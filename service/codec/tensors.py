@@ -98,18 +98,33 @@ def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool =
     raise _bad(f"must be {expected}, got a {_json_type(value)}")
 
 
-def _nested_shape(array: simdjson.Array) -> tuple[int, ...]:
-    """Shape of a nested array, checking that every inner array has the same length as its siblings."""
+#: simdjson counts an array's items in 24 bits: ``len`` (and ``as_list``) stop at this many.
+SIMDJSON_MAX_ITEMS = (1 << 24) - 1
+
+
+def _nested_shape(array: simdjson.Array, field: str, max_elements: int, check: bool = True) -> tuple[int, ...]:
+    """Shape of a nested array, refused past ``max_elements`` before anything else is read; with ``check``,
+    also checking that every inner array has the same length as its siblings (one Python step per inner
+    array, which callers that get the check otherwise skip)."""
     shape: list[int] = []
     node: Any = array
     while isinstance(node, simdjson.Array):
         if len(shape) == MAX_DIMS:
             raise _bad(f"has more than {MAX_DIMS} dimensions")
+        if len(node) >= SIMDJSON_MAX_ITEMS:
+            raise TensorTooLarge(
+                f"{field}: a JSON list of {SIMDJSON_MAX_ITEMS} or more items is more than the JSON parser here counts; "
+                "send this tensor as {dtype, shape, data} (base64)",
+                field=field,
+            )
         shape.append(len(node))
         if len(node) == 0:
             break
         node = node[0]
-    _check_level(array, tuple(shape), ())
+    if math.prod(shape) > max_elements:
+        raise _too_large(field, math.prod(shape), max_elements)
+    if check:
+        _check_level(array, tuple(shape), ())
     return tuple(shape)
 
 
@@ -140,15 +155,16 @@ def _check_leaves(array: simdjson.Array, shape: tuple[int, ...]) -> None:
 
 
 def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
-    shape = _nested_shape(array)
+    shape = _nested_shape(array, field, max_elements, check=kind is not Kind.MASK)
     elements = math.prod(shape)
-    if elements > max_elements:
-        raise _too_large(field, elements, max_elements)
-    if kind is Kind.MASK:
+    if kind is Kind.MASK:  # numpy checks the nesting of the booleans at C speed
+        ragged = f"ragged nesting: lists of different lengths, or a list where a boolean belongs, for shape {list(shape)}"
         try:
             values = np.array(array.as_list())
         except ValueError:
-            raise _bad(f"ragged nesting: a list where a boolean belongs for shape {list(shape)}") from None
+            raise _bad(ragged) from None
+        if values.shape != shape:
+            raise _bad(ragged)
         if values.dtype != np.bool_ and values.size:
             raise _bad("must hold only true/false")
         _check_leaves(array, shape)
@@ -348,9 +364,10 @@ def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
         data = Payload(pybase64.b64encode(wire.to_bytes(tensor).data))
         return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "data": data}
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        half = " (or send float32 inputs: a half-precision result overflows sooner)" if tensor.element_size() == 2 else ""
         raise NotRepresentable(
-            f"{field} has values that overflow {wire.NAMES[tensor.dtype]} and JSON cannot carry infinity; "
-            "send float32/float64 inputs or ask for response_encoding=base64",
+            f"{field} has values that are not finite (inf or NaN) in {wire.NAMES[tensor.dtype]}, which JSON cannot carry; "
+            f"ask for response_encoding=base64{half}",
             field=field,
         )
     # Half precision as float32 (exactly the same values, and the same text: orjson writes float16 through
@@ -359,6 +376,8 @@ def encode(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
     flat = values.reshape(-1).numpy()  # 1-D: numpy before 2.0 holds at most 32 dimensions, tensors up to 64
     if encoding == "values":
         return {"dtype": wire.NAMES[tensor.dtype], "shape": list(tensor.shape), "values": flat}
+    if not tensor.dim():
+        return flat[0]  # a bare number (orjson writes numpy scalars, not 0-d arrays)
     try:
         return flat.reshape(tensor.shape)
     except ValueError:  # more dimensions than this numpy holds: nested lists the slow way (rare shapes)

@@ -208,6 +208,10 @@ FUNCTIONAL = "functional."
 _OPTION_TYPES = {"float": float, "int": int, "bool": bool, float: float, int: int, bool: bool}
 
 
+#: What a field of :attr:`Kind.NUMBER` takes, as PyTorch tells its two meanings apart by dtype.
+_NUMBER_FIELD = ": floats, or class indices as integers (JSON integers, or dtype int64 with values)"
+
+
 def functional_model(spec: FunctionalSpec) -> type[Strict]:
     """``Functional<Name>Request``: the function's own arguments (names and defaults), the legacy flags
     where it takes them, ``grad_wrt``, and the wire fields. Tensors may be 0-d (a bare JSON number)."""
@@ -216,7 +220,10 @@ def functional_model(spec: FunctionalSpec) -> type[Strict]:
         required = parameter.default is inspect.Parameter.empty
         if name in spec.tensors:
             annotation: Any = _tensor(spec.kind(name), scalar=True)
-            fields[name] = (annotation, Field(description=f"{name} of {spec.name}")) if required else (annotation | None, Field(None))
+            description = f"{name} of {spec.name}" + (_NUMBER_FIELD if spec.kind(name) is Kind.NUMBER else "")
+            fields[name] = (
+                (annotation, Field(description=description)) if required else (annotation | None, Field(None, description=description))
+            )
         elif name == "reduction":
             fields[name] = (Literal[spec.reductions], Field(parameter.default, description="none, or how the loss elements are reduced"))
         elif name in LEGACY_FLAGS:

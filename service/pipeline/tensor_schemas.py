@@ -14,9 +14,9 @@ a 0-d tensor makes sense) and answers them in kind; they are accepted, not publi
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import BaseModel, ConfigDict, RootModel, WithJsonSchema
 from typing_extensions import TypeAliasType
 
 from distill.wire import Kind
@@ -26,7 +26,11 @@ from service.codec.tensors import MAX_DIMS
 Dtype = TypeAliasType("Dtype", Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "uint8"])
 #: The request's ``dtype`` (what JSON floats compute in) and ``response_encoding``, as named enums.
 FloatDtype = TypeAliasType("FloatDtype", Literal["float32", "float64", "float16", "bfloat16"])
-ResponseEncoding = TypeAliasType("ResponseEncoding", Literal["values", "base64", "json"])
+#: ``json`` (nested lists) is taken but not published: the response schemas describe tensor objects.
+ResponseEncoding = TypeAliasType(
+    "ResponseEncoding",
+    Annotated[Literal["values", "base64", "json"], WithJsonSchema({"type": "string", "enum": ["values", "base64"]})],
+)
 
 DOUBLE = {"type": "number", "format": "double"}
 

@@ -71,3 +71,26 @@ def test_sigterm_with_a_stalled_upload_answers_it_and_shuts_down_cleanly():
     assert answer.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in answer and b"body-timeout" in answer
     assert process.returncode in (0, -signal.SIGTERM)
     assert b"Application shutdown complete" in output and b"Traceback" not in output and b" 500" not in output
+
+
+def _exchange(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_body_sent_with_an_h2c_upgrade_offer_is_a_400_that_says_so(server):
+    """Java's HttpClient offers h2c with every request; uvicorn's httptools parser then drops the body
+    (uvicorn issue 2722). The answer names the cause, closes the connection, and the server goes on."""
+    body = b'{"student_logits": [[1.0, 2.0]], "teacher_logits": [[0.0, 1.0]]}'
+    head = b"POST /v1/kl_div HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    head += b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    answer = _exchange(server, head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"upgrade-with-body" in answer and b"connection: close" in answer.lower()
+    plain = b"POST /v1/kl_div HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    answer = _exchange(server, plain + b"Upgrade: h2c\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # an Upgrade header that the Connection header does not offer is no offer

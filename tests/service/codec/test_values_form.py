@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from distill import native, wire
 from distill.wire import Kind
-from service.codec import json_reader
+from service.codec import json_reader, tensors
 from service.codec.body import parse_json_object
 from service.codec.json_reader import NumberArray
 from service.codec.parts import dump_parts
@@ -623,3 +623,26 @@ def test_a_json_dumps_values_body_decodes_like_an_orjson_one():
     for compiled in (True, False):
         from_json = read(None, Kind.FLOAT, compiled=compiled, text=json.dumps({"x": form}).encode()).tensor
         assert same_bits(from_json, tensor) and same_bits(read(form, Kind.FLOAT, compiled=compiled).tensor, tensor)
+
+
+@pytest.mark.parametrize("compiled", READERS)
+@pytest.mark.parametrize("value", [[True] * 6, [[True]] * 6, {"shape": [6], "values": [True] * 6}], ids=["flat", "nested", "values"])
+def test_a_list_as_long_as_simdjson_counts_is_refused_not_truncated(monkeypatch, compiled, value):
+    """simdjson counts an array's items in 24 bits: ``len`` stops at 2^24 - 1, and so does ``as_list``. A list
+    that long (masks: the compiled reader cuts out numbers, not booleans) is refused, never read short.
+    (The parser's count is lowered here so that a 6-item list stands for one of 2^24.)"""
+    monkeypatch.setattr(tensors, "SIMDJSON_MAX_ITEMS", 6)
+    with pytest.raises(TensorTooLarge, match="send this tensor as"):
+        read(value, Kind.MASK, compiled=compiled)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_non_finite_json_answer_says_what_would_carry_it(dtype):
+    with pytest.raises(NotRepresentable) as error:
+        encode(torch.tensor([1.0, float("nan")], dtype=dtype), "values", "grad")
+    assert "not finite" in error.value.detail and "response_encoding=base64" in error.value.detail
+    assert ("float32 inputs" in error.value.detail) is (dtype == torch.float16)
+
+
+def test_a_0d_tensor_in_json_is_a_bare_number():
+    assert orjson.loads(b"".join(dump_parts({"loss": encode(torch.tensor(0.25), "json", "loss")}))) == {"loss": 0.25}

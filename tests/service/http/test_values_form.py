@@ -787,3 +787,17 @@ def test_a_conversion_error_names_the_element_by_its_position_in_shape(client):
     labels = {"shape": [2, 2], "values": [0, 1, 2.5, 0], "dtype": "int64"}
     problem = post(client, "cross_entropy", {"student_logits": {"shape": [2, 2, 3], "values": [0.0] * 12}, "labels": labels}, 422)
     assert problem["field"] == "labels" and problem["index"] == [1, 0] and "not a whole number" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("cross_entropy", {"student_logits": [1.0, 2.0, 3.0], "labels": 1, "reduction": "none"}),
+        ("cosine_embedding_loss", {"student": [1.5, 1.0], "teacher": [0.5, 1.0], "reduction": "none"}),
+        ("cross_entropy", {"student_logits": {"shape": [3], "values": [1.0, 2.0, 3.0]}, "labels": {"shape": [], "values": [1]}, "reduction": "none"}),
+    ],
+)
+def test_a_0d_unreduced_loss_is_a_number_in_json(client, route, body):
+    """One row (a 1-D student) and reduction none: the per-row loss is 0-d, a bare number in a JSON answer."""
+    answer = post(client, route, body | {"response_encoding": "json"})
+    assert isinstance(answer["loss"], float)
