@@ -794,7 +794,10 @@ def test_a_conversion_error_names_the_element_by_its_position_in_shape(client):
     [
         ("cross_entropy", {"student_logits": [1.0, 2.0, 3.0], "labels": 1, "reduction": "none"}),
         ("cosine_embedding_loss", {"student": [1.5, 1.0], "teacher": [0.5, 1.0], "reduction": "none"}),
-        ("cross_entropy", {"student_logits": {"shape": [3], "values": [1.0, 2.0, 3.0]}, "labels": {"shape": [], "values": [1]}, "reduction": "none"}),
+        (
+            "cross_entropy",
+            {"student_logits": {"shape": [3], "values": [1.0, 2.0, 3.0]}, "labels": {"shape": [], "values": [1]}, "reduction": "none"},
+        ),
     ],
 )
 def test_a_0d_unreduced_loss_is_a_number_in_json(client, route, body):
