@@ -49,9 +49,11 @@ class Kind(Enum):
 
 
 def to_bytes(tensor: Tensor) -> np.ndarray:
-    """A contiguous 1-D numpy array whose buffer is the tensor's wire bytes (CPU copy if needed); 1-D
-    because numpy before 2.0 holds at most 32 dimensions, tensors up to 64."""
-    tensor = tensor.detach().cpu().contiguous().reshape(-1)
+    """A contiguous numpy array whose buffer is the tensor's wire bytes (CPU copy if needed); flat past
+    32 dimensions, which numpy before 2.0 holds at most (tensors: 64)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dim() > 32:
+        tensor = tensor.reshape(-1)
     array = (tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor).numpy()
     return array.byteswap() if sys.byteorder != "little" and array.itemsize > 1 else array
 

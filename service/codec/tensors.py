@@ -81,7 +81,8 @@ def decode(value: Any, kind: Kind, field: str, max_elements: int, single: bool =
     if isinstance(value, simdjson.Array):
         return WireTensor(_decode_nested(value, kind, field, max_elements, single), "json", untyped=True)
     if isinstance(value, dict):
-        value = {key: item for key, item in value.items() if item is not None}  # null is absent, as generated clients send it
+        if None in value.values():  # null is absent, as generated clients send it
+            value = {key: item for key, item in value.items() if item is not None}
         if "values" in value:
             return _decode_values(value, kind, field, max_elements, single)
         return WireTensor(_decode_binary(value, kind, field, max_elements), "base64")
