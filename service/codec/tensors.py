@@ -158,18 +158,8 @@ def _check_leaves(array: simdjson.Array, shape: tuple[int, ...]) -> None:
 def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
     shape = _nested_shape(array, field, max_elements, check=kind is not Kind.MASK)
     elements = math.prod(shape)
-    if kind is Kind.MASK:  # numpy checks the nesting of the booleans at C speed
-        ragged = f"ragged nesting: lists of different lengths, or a list where a boolean belongs, for shape {list(shape)}"
-        try:
-            values = np.array(array.as_list())
-        except ValueError:
-            raise _bad(ragged) from None
-        if values.shape != shape:
-            raise _bad(ragged)
-        if values.dtype != np.bool_ and values.size:
-            raise _bad("must hold only true/false")
-        _check_leaves(array, shape)
-        return torch.from_numpy(values.astype(np.bool_).reshape(shape))
+    if kind is Kind.MASK:
+        return _decode_mask(array, shape)
     floating = kind is Kind.FLOAT
     try:
         buffer = array.as_buffer(of_type="d" if floating else "i")
@@ -187,6 +177,28 @@ def _decode_nested(array: simdjson.Array, kind: Kind, field: str, max_elements: 
         raise _bad(f"mixed nesting: {values.size} numbers for shape {list(shape)}")
     _check_leaves(array, shape)
     return torch.from_numpy(values.astype(np.float32 if single and floating else values.dtype)).reshape(shape)
+
+
+def _decode_mask(array: simdjson.Array, shape: tuple[int, ...]) -> torch.Tensor:
+    """Nested JSON booleans, read from the array's minified text at C speed (no Python object per value
+    or per inner list: a mask over millions of rows is a list of millions of lists).
+
+    The text may hold only brackets, commas, ``true`` and ``false``; with the values taken out it must be
+    exactly the brackets and commas of ``shape``; what is left of each value is one letter (t or f).
+    """
+    text = cast(bytes, array.mini)  # bytes at run time; pysimdjson's stubs say str
+    if text.translate(None, b"[],truefals"):
+        raise _bad("must hold only true/false")
+    if text.translate(None, b"truefals") != _skeleton(shape):
+        raise _bad(f"ragged nesting: lists of different lengths, or a list where a boolean belongs, for shape {list(shape)}")
+    letters = np.frombuffer(text.translate(None, b"[],rueals"), dtype=np.uint8)
+    return torch.from_numpy(letters == ord("t")).reshape(shape)
+
+
+def _skeleton(shape: tuple[int, ...]) -> bytes:
+    """The brackets and commas of a nested JSON list of ``shape``, without its values."""
+    inner = _skeleton(shape[1:]) if len(shape) > 1 else b""
+    return b"[" + ((inner + b",") * shape[0])[:-1] + b"]" if shape[0] else b"[]"
 
 
 def _decode_numbers(array: NumberArray, kind: Kind, field: str, max_elements: int, single: bool) -> torch.Tensor:
@@ -269,6 +281,12 @@ def _shape(value: Any, field: str, max_elements: int) -> tuple[int, ...]:
         raise _bad(f"shape {error}") from None
 
 
+#: How ``values`` with a dtype are read before the conversion: floats as floats (any JSON number), booleans
+#: as booleans; integer dtypes as numbers, so that whole floats (2.0, as some generated clients write
+#: them) are taken and the conversion can check them.
+_READ_AS = {**dict.fromkeys(Kind.FLOAT.value, Kind.FLOAT), "bool": Kind.MASK}
+
+
 def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: int, single: bool) -> WireTensor:
     """``{"shape": [...], "values": [...], "dtype"?: ...}``: a flat row-major list and its shape.
 
@@ -283,10 +301,11 @@ def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     dtype_name = None if value.get("dtype") is None else _dtype(value["dtype"], kind)
     flat = value["values"]
     read_as = kind if dtype_name is None else _READ_AS.get(dtype_name, Kind.NUMBER)
+    single = single if dtype_name is None else dtype_name == "float32"  # float32 values: no float64 copy on the way
     if isinstance(flat, NumberArray) and len(flat.shape) == 1:
-        tensor = _decode_numbers(flat, read_as, field, max_elements, single and dtype_name is None)
+        tensor = _decode_numbers(flat, read_as, field, max_elements, single)
     elif isinstance(flat, simdjson.Array) and not (len(flat) and isinstance(flat[0], simdjson.Array)):
-        tensor = _decode_nested(flat, read_as, field, max_elements, single and dtype_name is None)
+        tensor = _decode_nested(flat, read_as, field, max_elements, single)
     else:
         raise _bad(f"values must be a flat list of numbers (the shape goes in shape), got {_nesting(flat)}")
     elements = math.prod(shape)
@@ -296,12 +315,6 @@ def _decode_values(value: dict[str, Any], kind: Kind, field: str, max_elements: 
     if dtype_name is not None:
         tensor = _convert(tensor, dtype_name)
     return WireTensor(tensor.bool() if kind is Kind.MASK else tensor, "values", untyped=dtype_name is None)
-
-
-#: How ``values`` with a dtype are read before the conversion: floats as floats (any JSON number), booleans
-#: as booleans; integer dtypes as numbers, so that whole floats (2.0, as some generated clients write
-#: them) are taken and the conversion can check them.
-_READ_AS = {**dict.fromkeys(Kind.FLOAT.value, Kind.FLOAT), "bool": Kind.MASK}
 
 
 def _nesting(value: Any) -> str:

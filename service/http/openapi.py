@@ -113,14 +113,14 @@ def build(app: FastAPI) -> dict[str, Any]:
 NULL = {"type": "null"}
 
 
-def generator_safe(schemas: dict[str, Any], requests: set[str]) -> None:
-    """Rewrite ``schemas`` in place as the module docstring says; ``requests`` names the schemas whose
+def generator_safe(schemas: dict[str, Any], without_null: set[str]) -> None:
+    """Rewrite ``schemas`` in place as the module docstring says; ``without_null`` names the schemas whose
     optional fields are published without ``null`` (requests, and problems, which omit what they lack)."""
     for name, schema in schemas.items():
         for field in schema.get("properties", {}).values():
             field.pop("title", None)
             options = field.get("anyOf", [])
-            if name in requests and NULL in options and field.get("default", ...) is None:
+            if name in without_null and NULL in options and field.get("default", ...) is None:
                 (only,) = (option for option in options if option != NULL)
                 del field["anyOf"], field["default"]
                 field.update(only)

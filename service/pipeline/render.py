@@ -23,27 +23,26 @@ def render(
         NotRepresentable: a value JSON cannot carry (non-finite) in a JSON response.
     """
     body: dict[str, Any]
+    feature_encodings = feature_encodings or {}
     if isinstance(result, FunctionalResult):
         body = {
             "loss": _functional_loss(result, encoding),
             "reduction": result.reduction,
             "loss_sum": encode_number(result.loss_sum, "loss_sum"),
             "normalizer": result.normalizer,
-            "grads": {name: _tensor_or_number(grad, encoding, f"grads.{name}") for name, grad in result.grads.items()},
+            "grads": {name: encode(grad, encoding, f"grads.{name}") for name, grad in result.grads.items()},
         }
     elif isinstance(result, DistillResult):
         body = {
             "loss": encode_number(float(result.loss), "loss"),
             "grad": _grad(result.grad, encoding, "grad"),
-            "grads": {
-                name: encode(grad, (feature_encodings or {}).get(name, encoding), f"grads.{name}") for name, grad in result.grads.items()
-            },
+            "grads": {name: encode(grad, feature_encodings.get(name, encoding), f"grads.{name}") for name, grad in result.grads.items()},
             "terms": [
                 {
                     "name": term.loss,
                     "coefficient": term.coefficient,
                     "student": term.student,
-                    **_loss_fields(term.result, (feature_encodings or {}).get(term.student, encoding), f"terms.{index}"),
+                    **_loss_fields(term.result, feature_encodings.get(term.student, encoding), f"terms.{index}"),
                 }
                 for index, term in enumerate(result.terms)
             ],
@@ -76,11 +75,4 @@ def _functional_loss(result: FunctionalResult, encoding: Encoding) -> Any:
     object in a base64 one (as it always was); an unreduced one a tensor (0-d in JSON: a number)."""
     if result.reduction != "none" and encoding == "values":
         return encode_number(float(result.loss), "loss")
-    return _tensor_or_number(result.loss, encoding, "loss")
-
-
-def _tensor_or_number(tensor: torch.Tensor, encoding: Encoding, field: str) -> Any:
-    """A 0-d tensor as a bare JSON number (in a JSON response), anything else as a tensor."""
-    if tensor.dim() == 0 and encoding == "json":
-        return encode_number(float(tensor), field)
-    return encode(tensor, encoding, field)
+    return encode(result.loss, encoding, "loss")

@@ -4,8 +4,8 @@ A tensor is one plain object: its ``shape`` and either its ``values`` (row-major
 Inference Protocol and TF Serving send them) or its ``dtype`` and base64 ``data``. Three such objects,
 one per kind of field (float, integer, boolean ``values``), share one ``Dtype`` enum. No ``oneOf``,
 no recursion: openapi-generator's TypeScript, Java and Go clients and openapi-python-client all
-generate working code for it, where the nested-list ``oneOf`` of earlier specs broke them (lists
-serialised as ``{}``, Java that did not compile).
+generate working code for it (tests/openapi builds and calls each), where the nested-list ``oneOf`` of
+earlier specs broke them (issue #19: typescript-fetch sent lists as ``{}``, the Java client did not compile).
 
 The service still reads nested number lists for every tensor (and bare numbers and booleans where
 a 0-d tensor makes sense) and answers them in kind; they are accepted, not published.

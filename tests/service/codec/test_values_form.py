@@ -646,3 +646,21 @@ def test_a_non_finite_json_answer_says_what_would_carry_it(dtype):
 
 def test_a_0d_tensor_in_json_is_a_bare_number():
     assert orjson.loads(b"".join(dump_parts({"loss": encode(torch.tensor(0.25), "json", "loss")}))) == {"loss": 0.25}
+
+
+@pytest.mark.parametrize("compiled", READERS)
+@pytest.mark.parametrize(
+    "value",
+    [[[True, True], [True, True, True], [True]], [[True], [True, [False]]], [[True, True], []], [True, 1], [True, None], [[True], "true"]],
+)
+def test_a_nested_mask_is_refused_unless_every_list_fits_its_shape(compiled, value):
+    """Counts alone would pass the first (6 values and 4 lists, as a (3, 2) mask has): the lists' layout is checked."""
+    assert any(phrase in refused(value, Kind.MASK, compiled=compiled).message() for phrase in ("ragged nesting", "only true/false"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.bool_, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4)))  # [] has no inner shape
+def test_any_nested_mask_reads_as_sent(array):
+    for compiled in (True, False):
+        decoded = read(array.tolist(), Kind.MASK, compiled=compiled).tensor
+        assert decoded.dtype == torch.bool and decoded.shape == array.shape and bool((decoded == torch.from_numpy(array)).all())
