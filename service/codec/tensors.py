@@ -343,6 +343,8 @@ def _convert(tensor: torch.Tensor, dtype_name: str) -> torch.Tensor:
 
 
 def _decode_binary(value: dict[str, Any], kind: Kind, field: str, max_elements: int) -> torch.Tensor:
+    if "data" not in value and set(value) <= {"dtype", "shape"}:
+        raise _bad(f"a tensor object has {OBJECT_KEYS}: this one has neither values nor data")
     _check_keys(value, {"dtype", "shape", "data"}, {"dtype", "shape", "data"})
     dtype_name, data = _dtype(value["dtype"], kind), value["data"]
     shape = _shape(value["shape"], field, max_elements)
