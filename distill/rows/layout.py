@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -47,8 +47,7 @@ def unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 RowSelection = slice | Tensor
 
 
-@dataclass(frozen=True)
-class Rows:
+class Rows(NamedTuple):
     """How a student-shaped tensor maps onto (rows, classes), and which rows are kept.
 
     Attributes:
@@ -72,7 +71,8 @@ class Rows:
 
     def flat(self, tensor: Tensor) -> Tensor:
         """View a student-shaped tensor as (n_rows, n_classes), detached: gradients are closed-form, not autograd's."""
-        return tensor.detach().reshape(self.n_rows, self.n_classes)
+        flat = tensor.detach() if tensor.requires_grad else tensor
+        return flat if flat.dim() == 2 else flat.reshape(self.n_rows, self.n_classes)
 
     def chunks(self, chunk_elements: int | None = None) -> Iterator[RowSelection]:
         """Yield row selections (slices, or index tensors when masked) covering the kept rows."""
@@ -85,6 +85,11 @@ class Rows:
         """Original leading-dim coordinates of the ``position``-th row of a chunk."""
         flat_row = selection.start + position if isinstance(selection, slice) else int(selection[position])
         return unravel(flat_row, self.lead_shape) if self.lead_shape else ()
+
+
+def on_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``: itself when it is there already (``Tensor.to`` costs a dispatch even then)."""
+    return tensor if tensor.device == device else tensor.to(device)
 
 
 def take(flat: Tensor, selection: RowSelection) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,8 +26,7 @@ KernelBuilder = Callable[[Rows, dict[str, Tensor]], Kernel]
 FusedBuilder = Callable[[dict[str, Tensor]], Fused]
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A validated request for one loss.
 
     Attributes:

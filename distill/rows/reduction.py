@@ -6,7 +6,7 @@ import torch
 
 from distill.errors import InputError
 from distill.result import LossResult, Reduction
-from distill.rows.kernel import KernelOutput
+from distill.rows.kernel import KernelOutput, row_loss_sum
 from distill.rows.layout import Rows
 
 
@@ -31,22 +31,16 @@ def grad_scale(factor: float, normalizer: float) -> float:
     return factor / normalizer if normalizer > 0 else 0.0
 
 
-def finish(
-    out: KernelOutput, rows: Rows, reduction: Reduction, normalizer: float, *, per_row: bool = False, loss_sum: float | None = None
-) -> LossResult:
+def finish(out: KernelOutput, rows: Rows, reduction: Reduction, normalizer: float, *, per_row: bool = False) -> LossResult:
     """Reduce kernel output into a :class:`LossResult` shaped like the caller's input.
 
     ``none`` returns the element losses in the student's shape (per-row losses in its leading shape
     when ``per_row``), with zeros on rows dropped by the mask. An empty normaliser (every row masked or
     ignored) yields loss 0, where PyTorch would give NaN: a service must answer with a number.
-    ``loss_sum`` may be given when the caller has already summed the row losses (else the kernel's
-    own sum, else the row losses are summed here).
+    ``loss_sum`` is the kernel's own sum when it took one, else the row losses' (:func:`row_loss_sum`).
     """
-    if loss_sum is None:
-        loss_sum = out.loss_sum
-    if loss_sum is None:
-        loss_sum = float(out.row_loss.sum()) if out.row_loss.numel() else 0.0
-    grad = out.grad.reshape(rows.shape) if out.grad is not None else None
+    loss_sum = row_loss_sum(out.row_loss) if out.loss_sum is None else out.loss_sum
+    grad = out.grad if out.grad is None or out.grad.shape == rows.shape else out.grad.reshape(rows.shape)
     if reduction == "none":
         assert out.elements is not None
         shape = rows.lead_shape if per_row else tuple(rows.shape)

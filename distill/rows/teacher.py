@@ -15,7 +15,7 @@ from torch import Tensor
 
 from distill.errors import InputError
 from distill.rows.checks import check_log_probs, check_logits, check_probs, check_scaled
-from distill.rows.layout import Rows, check_same_shape
+from distill.rows.layout import Rows, check_same_shape, on_device
 
 TeacherKind = Literal["logits", "probs", "log_probs"]
 
@@ -60,7 +60,7 @@ def resolve_teacher(
     assert tensor is not None
     name = _ARGUMENT[kind]
     check_same_shape(tensor, name, rows)
-    flat = rows.flat(tensor.to(device))
+    flat = rows.flat(on_device(tensor, device))
     if kind == "logits":
         return Teacher(kind, flat, check_logits(flat, name, rows, allow_neg_inf=True))
     if kind == "probs":

@@ -17,6 +17,7 @@
 // target has mass, 0·log 0 corner cases) are left for the Python side to detect: it then reruns the
 // torch path, which raises the precise error or applies the documented convention.
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -237,21 +238,29 @@ void* thread_scratch(void* scratch, int thread, int64_t per_thread, int dtype) {
 
 extern "C" {
 
-// Returns 0 when every row's maximum and minimum are finite (no NaN or infinity anywhere), else 1:
-// the common case then needs no further look at the extrema.
+// Returns 0 when every value is finite (no NaN or infinity anywhere), else 1: the common case then
+// needs no further look at the extrema. `min` may be null when the caller needs only the maxima.
 __attribute__((visibility("default"))) int distill_extrema(const ExtremaArgs* args, int threads) {
     const ExtremaArgs& a = *args;
     const int level = isa();
-    parallel_rows(a.rows, a.classes, threads, [&a, level](int, int64_t begin, int64_t end) {
-        DISTILL_DISPATCH(level, extrema, a, begin, end);
+    std::atomic<bool> finite{true};
+    parallel_rows(a.rows, a.classes, threads, [&a, level, &finite](int, int64_t begin, int64_t end) {
+        if (!DISTILL_DISPATCH(level, extrema, a, begin, end)) finite.store(false, std::memory_order_relaxed);
     });
-    for (int64_t i = 0; i < a.rows; ++i) {
-        const bool finite = a.dtype == kFloat64
-            ? std::isfinite(static_cast<const double*>(a.max)[i]) && std::isfinite(static_cast<const double*>(a.min)[i])
-            : std::isfinite(static_cast<const float*>(a.max)[i]) && std::isfinite(static_cast<const float*>(a.min)[i]);
-        if (!finite) return 1;
+    return finite.load() ? 0 : 1;
+}
+
+// Hard labels against `classes` classes: 0 when every label is a class index and none equals
+// ignore_index, 1 when every label is a class index or ignore_index and some are ignore_index, 2 when
+// some label is neither (the caller then finds which, for its error message).
+__attribute__((visibility("default"))) int distill_check_labels(const int64_t* labels, int64_t n, int64_t classes, int64_t ignore_index) {
+    bool ignored = false;
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t y = labels[i];
+        if (y == ignore_index) ignored = true;
+        else if (y < 0 || y >= classes) return 2;
     }
-    return 0;
+    return ignored ? 1 : 0;
 }
 
 __attribute__((visibility("default"))) int distill_ce_hard(const HardArgs* args, int threads) {

@@ -149,12 +149,14 @@ static inline T row_max(const T* x, int64_t n) {
     return P::max(m);
 }
 
-// Per-row maximum and minimum, both NaN for a row holding a NaN (like torch.amax / torch.amin).
+// Per-row maximum and minimum, both NaN for a row holding a NaN (like torch.amax / torch.amin); the
+// minima are written only where a.min is given. Returns whether every value of these rows is finite.
 template <typename T>
-static void extrema_rows(const ExtremaArgs& a, int64_t begin, int64_t end) {
+static bool extrema_rows(const ExtremaArgs& a, int64_t begin, int64_t end) {
     typedef Pack<T> P;
     typedef typename P::V V;
     const int64_t n = a.classes;
+    bool finite = true;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = static_cast<const T*>(a.values) + i * n;
         V high = P::splat(-INFINITY), low = P::splat(INFINITY), nan = P::splat(0);
@@ -166,9 +168,12 @@ static void extrema_rows(const ExtremaArgs& a, int64_t begin, int64_t end) {
             nan = v != v ? P::splat(1) : nan;
         }
         const bool has_nan = P::max(nan) != 0;
-        static_cast<T*>(a.max)[i] = has_nan ? static_cast<T>(NAN) : P::max(high);
-        static_cast<T*>(a.min)[i] = has_nan ? static_cast<T>(NAN) : -P::max(-low);
+        const T largest = P::max(high), smallest = -P::max(-low);
+        static_cast<T*>(a.max)[i] = has_nan ? static_cast<T>(NAN) : largest;
+        if (a.min != nullptr) static_cast<T*>(a.min)[i] = has_nan ? static_cast<T>(NAN) : smallest;
+        finite = finite && !has_nan && std::isfinite(largest) && std::isfinite(smallest);
     }
+    return finite;
 }
 
 // Throughput probe for benchmarks/engine.py --floors: out = e^in (op 0, for in <= 0) or log(in)
@@ -186,9 +191,8 @@ static void probe(int op, const float* in, float* out, int64_t classes, int64_t 
     }
 }
 
-static void extrema(const ExtremaArgs& a, int64_t begin, int64_t end) {
-    if (a.dtype == kFloat64) extrema_rows<double>(a, begin, end);
-    else extrema_rows<float>(a, begin, end);
+static bool extrema(const ExtremaArgs& a, int64_t begin, int64_t end) {
+    return a.dtype == kFloat64 ? extrema_rows<double>(a, begin, end) : extrema_rows<float>(a, begin, end);
 }
 
 template <typename T>

@@ -53,13 +53,35 @@ def test_row_extrema_match_amax_and_amin(dtype: torch.dtype, classes: int) -> No
     values[1, -1] = math.inf
     values[2, 0] = -math.inf
     values[3, classes // 2] = math.nan
-    assert kernels.row_extrema(values[4:])[2]  # a finite row
-    high, low, finite = kernels.row_extrema(values)
+    assert kernels.row_extrema(values[4:], minima=True)[2]  # a finite row
+    high, low, finite = kernels.row_extrema(values, minima=True)
     torch.testing.assert_close(high, values.amax(dim=-1), equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(low, values.amin(dim=-1), equal_nan=True, rtol=0, atol=0)
     assert not finite
+    only_high, no_low, finite = kernels.row_extrema(values, minima=False)
+    assert no_low is None and not finite
+    torch.testing.assert_close(only_high, high, equal_nan=True, rtol=0, atol=0)
     for row in (1, 2, 3):
-        assert not kernels.row_extrema(values[row : row + 1].contiguous())[2]
+        for minima in (True, False):
+            assert not kernels.row_extrema(values[row : row + 1].contiguous(), minima=minima)[2]
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    ("labels", "ignore_index", "expected"),
+    [
+        ([0, 4, 2], -100, kernels.LABELS_IN_RANGE),
+        ([0, 4, 2], 3, kernels.LABELS_IN_RANGE),
+        ([0, 3, 2], 3, kernels.LABELS_SOME_IGNORED),
+        ([0, -100, 2], -100, kernels.LABELS_SOME_IGNORED),
+        ([0, 5, 2], -100, kernels.LABELS_OUT_OF_RANGE),
+        ([-1, 0], -100, kernels.LABELS_OUT_OF_RANGE),
+        ([-100, 2**62], -100, kernels.LABELS_OUT_OF_RANGE),
+        ([], -100, kernels.LABELS_IN_RANGE),
+    ],
+)
+def test_label_range(labels: list[int], ignore_index: int, expected: int) -> None:
+    assert kernels.label_range(torch.tensor(labels, dtype=torch.int64), 5, ignore_index) == expected
 
 
 @needs_kernels
