@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import InputError
+from distill.native import kernels as native
+from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
 from distill.rows.checks import check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
@@ -122,12 +124,16 @@ def _prepare(
     compute_grad: bool,
     *,
     kernel: Callable[[Tensor], Kernel],
+    fused: int | None,
+    parameter: float = 0.0,
     factor: float = 1.0,
     per_row: bool = False,
     options: tuple[float, ...] = (),
 ) -> Prepared:
-    """The :class:`Prepared` of a feature loss: ``kernel(teacher rows)`` computes it, ``factor / normalizer``
-    scales each row's gradient, and ``per_row`` losses (the cosine) are normalised by rows."""
+    """The :class:`Prepared` of a feature loss: ``kernel(teacher rows)`` computes it on torch ops, the
+    compiled kernel ``fused`` (a ``native.FEATURE_*`` code, with its ``parameter``; None: none applies)
+    where it can, ``factor / normalizer`` scales each row's gradient, and ``per_row`` losses (the
+    cosine) are normalised by rows."""
     reduction_ = check_reduction(reduction, REDUCTIONS)
     rows = make_rows(student, mask, "student")
     flat = rows.flat(student)
@@ -141,12 +147,17 @@ def _prepare(
     def build(layout: Rows, data: dict[str, Tensor]) -> Kernel:
         return kernel(data["teacher"])
 
+    def build_fused(data: dict[str, Tensor]) -> Fused:
+        assert fused is not None
+        return native.features_fused(data["teacher"], fused, parameter)
+
     return Prepared(
         loss=name,
         rows=rows,
         student=flat,
         data={"teacher": teacher_flat},
         build=build,
+        build_fused=None if fused is None else build_fused,
         key=(name, rows.n_classes, flat.dtype, flat.device, teacher_flat.dtype, *options),
         reduction=reduction_,
         normalizer=normalizer,
@@ -171,14 +182,14 @@ def prepare_mse_loss(
     Raises:
         InputError: a shape, dtype, non-finite value, mask or reduction error, naming the field.
     """
-    return _prepare("mse_loss", student, teacher, reduction, mask, compute_grad, kernel=_mse_kernel, factor=2.0)
+    return _prepare("mse_loss", student, teacher, reduction, mask, compute_grad, kernel=_mse_kernel, fused=native.FEATURE_MSE, factor=2.0)
 
 
 def prepare_l1_loss(
     student: Tensor, *, teacher: Tensor, reduction: str = "mean", mask: Tensor | None = None, compute_grad: bool = True
 ) -> Prepared:
     """Validate a mean-absolute-error request (:func:`l1_loss`); arguments and errors as :func:`prepare_mse_loss`."""
-    return _prepare("l1_loss", student, teacher, reduction, mask, compute_grad, kernel=_l1_kernel)
+    return _prepare("l1_loss", student, teacher, reduction, mask, compute_grad, kernel=_l1_kernel, fused=native.FEATURE_L1)
 
 
 def prepare_smooth_l1_loss(
@@ -195,7 +206,18 @@ def prepare_smooth_l1_loss(
     if not beta_ >= 0.0:
         raise InputError("beta", f"must be ≥ 0, got {beta}")
     kernel = _smooth_l1_kernel(beta_)
-    return _prepare("smooth_l1_loss", student, teacher, reduction, mask, compute_grad, kernel=kernel, options=(beta_,))
+    return _prepare(
+        "smooth_l1_loss",
+        student,
+        teacher,
+        reduction,
+        mask,
+        compute_grad,
+        kernel=kernel,
+        fused=native.FEATURE_SMOOTH_L1,
+        parameter=beta_,
+        options=(beta_,),
+    )
 
 
 def prepare_cosine_embedding_loss(
@@ -203,7 +225,18 @@ def prepare_cosine_embedding_loss(
 ) -> Prepared:
     """Validate a cosine request (:func:`cosine_embedding_loss`): 1 − cos per row, ``mean`` = Σ / kept rows;
     otherwise as :func:`prepare_mse_loss`."""
-    return _prepare("cosine_embedding_loss", student, teacher, reduction, mask, compute_grad, kernel=_cosine_kernel, per_row=True)
+    return _prepare(
+        "cosine_embedding_loss",
+        student,
+        teacher,
+        reduction,
+        mask,
+        compute_grad,
+        kernel=_cosine_kernel,
+        fused=native.FEATURE_COSINE,
+        parameter=COSINE_EPS,
+        per_row=True,
+    )
 
 
 def _cosine_kernel(teacher: Tensor) -> Kernel:

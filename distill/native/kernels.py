@@ -4,7 +4,8 @@ Why a compiled kernel: with eager torch ops a loss is a chain of whole-tensor pa
 products, sums…), and on CPU the transcendental passes dominate. The fused kernels do a softmax loss
 row by row in a single exponential pass, with the row still in cache for the gradient pass, and
 write the gradient straight into the output. They cover float32 and float64 CPU tensors for
-hard- and soft-target cross-entropy, KL divergence and BCE with logits; everything else (CUDA,
+hard- and soft-target cross-entropy, KL divergence, the LLM divergences, BCE with logits and the
+feature-matching losses (one pass reading both tensors and writing the gradient); everything else (CUDA,
 float16/bfloat16 storage, BCE on probabilities, element-wise ``none`` output) runs on torch ops.
 
 A loss hands the chunked driver (:mod:`distill.rows.kernel`) a *fused kernel*: a function of one
@@ -29,6 +30,8 @@ TEACHER_KINDS = {"logits": 0, "probs": 1, "log_probs": 2}
 LOSS_KL, LOSS_CE = 0, 1
 #: The divergences of :mod:`distill.losses.divergences`, as the kernel numbers them.
 DIV_FORWARD_KL, DIV_REVERSE_KL, DIV_JSD, DIV_SKEW_KL, DIV_SKEW_REVERSE_KL, DIV_TVD = range(6)
+#: The feature losses of :mod:`distill.losses.features`, as the kernel numbers them.
+FEATURE_MSE, FEATURE_L1, FEATURE_SMOOTH_L1, FEATURE_COSINE = range(4)
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 
@@ -131,6 +134,22 @@ class DivergenceArgs(ctypes.Structure):
     )
 
 
+class FeatureArgs(ctypes.Structure):
+    _fields_ = (
+        ("dtype", ctypes.c_int),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("kept", ctypes.c_void_p),
+        ("student", ctypes.c_void_p),
+        ("teacher", ctypes.c_void_p),
+        ("loss", ctypes.c_int),
+        ("parameter", ctypes.c_double),
+        ("scale", GradScale),
+        ("grad", ctypes.c_void_p),
+        ("row_loss", ctypes.c_void_p),
+    )
+
+
 class FusedCall(NamedTuple):
     """What a fused kernel computes in one call: every kept row.
 
@@ -159,6 +178,7 @@ _STRUCTS: dict[str, type[ctypes.Structure]] = {
     "SoftArgs": SoftArgs,
     "BceArgs": BceArgs,
     "DivergenceArgs": DivergenceArgs,
+    "FeatureArgs": FeatureArgs,
 }
 
 
@@ -172,6 +192,7 @@ def _load() -> ctypes.CDLL | None:
         ("distill_soft", SoftArgs),
         ("distill_bce", BceArgs),
         ("distill_divergence", DivergenceArgs),
+        ("distill_features", FeatureArgs),
     )
     for name, args in entry_points:
         function = getattr(library, name)
@@ -526,5 +547,33 @@ def ce_hard_fused(labels: Tensor, row_max: Tensor, weight: Tensor | None, ignore
             call.grad,
             call.row_loss,
         )
+
+    return fused
+
+
+def features_fused(teacher: Tensor, loss: int, parameter: float = 0.0) -> Fused:
+    """A feature-matching kernel (``FEATURE_*``): one pass per row reading student and teacher and
+    writing the gradient (the cosine: two, the row's norms first). ``parameter`` is smooth L1's β (the
+    kernel declines one that is 0 or infinite in the compute dtype) or the cosine's ε."""
+
+    def fused(call: FusedCall) -> bool:
+        student = call.student
+        target = operand(teacher, student.dtype)  # held until the call returns
+        assert target is not None
+        args = FeatureArgs(
+            _DTYPES[student.dtype],
+            call.row_loss.numel(),
+            student.shape[1],
+            _pointer(call.kept),
+            student.data_ptr(),
+            target.data_ptr(),
+            loss,
+            parameter,
+            _scale(call.grad_scale),
+            _pointer(call.grad),
+            call.row_loss.data_ptr(),
+        )
+        assert _LIBRARY is not None
+        return _LIBRARY.distill_features(ctypes.byref(args), _threads()) == 0
 
     return fused

@@ -120,7 +120,7 @@ def run_kernel(
     device = student_flat.device
     masked = rows.kept is not None
     alloc = torch.zeros if masked else torch.empty
-    grad = alloc(student_flat.shape, dtype=student_flat.dtype, device=device) if want_grad else None
+    grad = (torch.zeros_like if masked else torch.empty_like)(student_flat, memory_format=torch.contiguous_format) if want_grad else None
     element_shape = (rows.n_rows,) if elements_per_row else (rows.n_rows, rows.n_classes)
     elements = alloc(element_shape, dtype=dtype, device=device) if want_elements else None
     row_loss = torch.empty(rows.n_kept, dtype=dtype, device=device)

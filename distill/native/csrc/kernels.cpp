@@ -39,6 +39,10 @@ constexpr int kDivJSD = 2;
 constexpr int kDivSkewKL = 3;
 constexpr int kDivSkewReverseKL = 4;
 constexpr int kDivTVD = 5;
+constexpr int kFeatureMSE = 0;
+constexpr int kFeatureL1 = 1;
+constexpr int kFeatureSmoothL1 = 2;
+constexpr int kFeatureCosine = 3;
 
 }  // namespace
 
@@ -134,6 +138,21 @@ struct DivergenceArgs {
     void* grad;
     void* row_loss;
     void* scratch;  // 2 * classes elements per thread
+};
+
+// Feature matching between a student and a teacher of its shape (distill/losses/features.py).
+struct FeatureArgs {
+    int dtype;
+    int64_t rows;
+    int64_t classes;
+    const int64_t* kept;
+    const void* student;
+    const void* teacher;  // same layout as the student
+    int loss;  // kFeature*
+    double parameter;  // smooth L1's β (> 0 and finite in the compute dtype); the cosine's ε
+    GradScale scale;
+    void* grad;
+    void* row_loss;
 };
 
 }  // extern "C"
@@ -295,6 +314,20 @@ __attribute__((visibility("default"))) int distill_divergence(const DivergenceAr
     });
 }
 
+// Returns 1 (the caller then computes on torch ops) for a smooth L1 β that is 0 or infinite in the
+// compute dtype: PyTorch's answer there is L1's, or a limit, not this formula's.
+__attribute__((visibility("default"))) int distill_features(const FeatureArgs* args, int threads) {
+    const FeatureArgs& a = *args;
+    if (a.loss == kFeatureSmoothL1) {
+        const double beta = a.dtype == kFloat64 ? a.parameter : static_cast<double>(static_cast<float>(a.parameter));
+        if (!(beta > 0) || !std::isfinite(beta)) return 1;
+    }
+    const int level = isa();
+    return parallel_rows(a.rows, a.classes, threads, [&a, level](int, int64_t begin, int64_t end) {
+        DISTILL_DISPATCH(level, features, a, begin, end);
+    });
+}
+
 // Benchmarks only: e^x (op 0) or log x (op 1) of a (rows, classes) float32 buffer (see probe).
 __attribute__((visibility("default"))) int distill_probe(int op, const float* in, float* out, int64_t rows, int64_t classes, int threads) {
     const int level = isa();
@@ -313,6 +346,7 @@ __attribute__((visibility("default"))) int64_t distill_abi_size(const char* name
     if (std::strcmp(name, "SoftArgs") == 0) return sizeof(SoftArgs);
     if (std::strcmp(name, "BceArgs") == 0) return sizeof(BceArgs);
     if (std::strcmp(name, "DivergenceArgs") == 0) return sizeof(DivergenceArgs);
+    if (std::strcmp(name, "FeatureArgs") == 0) return sizeof(FeatureArgs);
     return -1;
 }
 

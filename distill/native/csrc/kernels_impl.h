@@ -640,3 +640,91 @@ static void divergence(const DivergenceArgs& a, int64_t begin, int64_t end, void
     if (a.dtype == kFloat64) divergence_typed<double>(a, begin, end, scratch);
     else divergence_typed<float>(a, begin, end, scratch);
 }
+
+// Feature matching, rows [begin, end) (formulas in distill/losses/features.py, element by element as
+// ATen writes them): with d = s − t, MSE d² (slope d), L1 |d| (slope sign d), smooth L1
+// ½·|d|·|d| / β below β, else |d| − ½β (slope d / β, else sign d); the gradient is the slope times
+// the row's scale (which carries MSE's factor 2). The cosine: 1 − (s·t) / √((|s|² + ε)(|t|² + ε)) per
+// row, gradient (s · cos / (|s|² + ε) − t / √(…)) times the scale. Tail lanes load as 0, which adds 0.
+template <typename T, int Loss, bool Grad>
+static void feature_rows(const FeatureArgs& a, int64_t begin, int64_t end) {
+    typedef Pack<T> P;
+    typedef typename P::V V;
+    const int64_t n = a.classes;
+    const T parameter = static_cast<T>(a.parameter);
+    const V beta = P::splat(parameter), half_beta = P::splat(static_cast<T>(0.5) * parameter), half = P::splat(0.5);
+    const V zero = P::splat(0), one = P::splat(1);
+    for (int64_t i = begin; i < end; ++i) {
+        const int64_t r = a.kept ? a.kept[i] : i;
+        const T* s = static_cast<const T*>(a.student) + r * n;
+        const T* t = static_cast<const T*>(a.teacher) + r * n;
+        T* g = Grad ? static_cast<T*>(a.grad) + r * n : nullptr;
+        const T scale = row_scale<T>(a.scale, i);
+        if (Loss == kFeatureCosine) {
+            V dot = zero, ss = zero, tt = zero;
+            for (int64_t c = 0; c < n; c += P::width) {
+                const int64_t k = n - c < P::width ? n - c : P::width;
+                const V sv = P::load(s + c, k, 0), tv = P::load(t + c, k, 0);
+                dot += sv * tv;
+                ss += sv * sv;
+                tt += tv * tv;
+            }
+            const T student_norm = P::sum(ss) + parameter;
+            const T denominator = std::sqrt(student_norm * (P::sum(tt) + parameter));
+            const T cosine = P::sum(dot) / denominator;
+            static_cast<T*>(a.row_loss)[i] = 1 - cosine;
+            if (Grad) {
+                const V ratio = P::splat(cosine / student_norm), denominator_v = P::splat(denominator), scale_v = P::splat(scale);
+                for (int64_t c = 0; c < n; c += P::width) {
+                    const int64_t k = n - c < P::width ? n - c : P::width;
+                    const V sv = P::load(s + c, k, 0), tv = P::load(t + c, k, 0);
+                    P::store(g + c, (sv * ratio - tv / denominator_v) * scale_v, k);
+                }
+            }
+            continue;
+        }
+        V total = zero;
+        const V scale_v = P::splat(scale);
+        for (int64_t c = 0; c < n; c += P::width) {
+            const int64_t k = n - c < P::width ? n - c : P::width;
+            const V d = P::load(s + c, k, 0) - P::load(t + c, k, 0);
+            const V z = d < zero ? -d : d;
+            const V sign = (d > zero ? one : zero) - (d < zero ? one : zero);
+            V element, slope;
+            if (Loss == kFeatureMSE) {
+                element = d * d;
+                slope = d;
+            } else if (Loss == kFeatureL1) {
+                element = z;
+                slope = sign;
+            } else {
+                element = z < beta ? half * z * z / beta : z - half_beta;
+                slope = z < beta ? d / beta : sign;
+            }
+            total += element;
+            if (Grad) P::store(g + c, slope * scale_v, k);
+        }
+        static_cast<T*>(a.row_loss)[i] = P::sum(total);
+    }
+}
+
+template <typename T, int Loss>
+static void features_grad(const FeatureArgs& a, int64_t begin, int64_t end) {
+    if (a.grad) feature_rows<T, Loss, true>(a, begin, end);
+    else feature_rows<T, Loss, false>(a, begin, end);
+}
+
+template <typename T>
+static void features_typed(const FeatureArgs& a, int64_t begin, int64_t end) {
+    switch (a.loss) {
+        case kFeatureMSE: features_grad<T, kFeatureMSE>(a, begin, end); break;
+        case kFeatureL1: features_grad<T, kFeatureL1>(a, begin, end); break;
+        case kFeatureSmoothL1: features_grad<T, kFeatureSmoothL1>(a, begin, end); break;
+        default: features_grad<T, kFeatureCosine>(a, begin, end); break;
+    }
+}
+
+static void features(const FeatureArgs& a, int64_t begin, int64_t end) {
+    if (a.dtype == kFloat64) features_typed<double>(a, begin, end);
+    else features_typed<float>(a, begin, end);
+}
