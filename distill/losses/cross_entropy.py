@@ -95,7 +95,7 @@ def prepare_cross_entropy(
     topk = TopKArguments(teacher_topk_indices, teacher_topk_logits, teacher_topk_log_probs, missing_mass)
     if labels is not None:
         topk.check_policy_alone()
-        if topk.given or any(t is not None for t in (teacher_logits, teacher_probs, teacher_log_probs)):
+        if topk.given or not (teacher_logits is None and teacher_probs is None and teacher_log_probs is None):
             raise InputError("labels", "give either labels or one teacher tensor, not both")
         if temperature is not None:
             raise InputError("temperature", "hard-label cross-entropy has no temperature; drop it or use soft targets")

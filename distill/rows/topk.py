@@ -74,13 +74,13 @@ class TopKArguments:
         Raises:
             InputError: ``missing_mass`` is set and no top-k tensor is.
         """
-        if self.missing_mass is not None and all(value is None for value in (self.indices, self.logits, self.log_probs)):
+        if self.missing_mass is not None and self.indices is None and self.logits is None and self.log_probs is None:
             raise InputError("missing_mass", f"is the policy of a top-k teacher ({INDICES} with its values): drop it with this teacher")
 
     @property
     def given(self) -> bool:
         """Whether the request uses the top-k teacher form (any of the four is set)."""
-        return any(value is not None for value in (self.indices, self.logits, self.log_probs, self.missing_mass))
+        return not (self.indices is None and self.logits is None and self.log_probs is None and self.missing_mass is None)
 
 
 def topk_teacher(

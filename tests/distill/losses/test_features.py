@@ -121,6 +121,14 @@ def test_smooth_l1_across_beta_and_at_the_branch_point(beta):
     check("smooth_l1_loss", student, teacher, beta=beta)
 
 
+@pytest.mark.parametrize("beta", [1e-50, 1e-40, 1e39, 1e300])
+def test_smooth_l1_with_beta_at_the_edge_of_float32(beta):
+    # β that rounds to 0 (or a subnormal) or overflows in float32: PyTorch's answers there, which the
+    # compiled kernel leaves to the torch path (0 and inf) or computes (subnormal β)
+    student, teacher = inputs.logits((3, 20), torch.float32, 8), inputs.logits((3, 20), torch.float32, 9)
+    check("smooth_l1_loss", student, teacher, beta=beta)
+
+
 @pytest.mark.parametrize("name", ("l1_loss", "smooth_l1_loss"))
 def test_zero_difference_has_zero_gradient_as_in_pytorch(name):
     student = inputs.logits((2, 5), torch.float64, 7)
