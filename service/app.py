@@ -19,8 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from service.http import openapi, problems
+from service.http.dispatch import ExactPathRoutes
 from service.http.metrics import Metrics, MetricsMiddleware
-from service.http.routes import probes, v1
+from service.http.routes import ENDPOINTS, probes, v1
 from service.http.v2 import health as v2_health
 from service.http.v2 import v2
 from service.pipeline import Pipeline
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(v2_health)
     app.include_router(v2)
+    app.router.routes.insert(0, ExactPathRoutes(ENDPOINTS))
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

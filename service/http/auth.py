@@ -4,7 +4,7 @@ The key may come as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and 
 constant time. Both ways are declared as OpenAPI security schemes (:data:`SECURITY_SCHEMES`, on every
 /v1 operation as :data:`SECURITY`) so generated clients know how to send it.
 
-The check is one plain dependency reading the two headers itself. FastAPI's ``APIKeyHeader`` and
+The check is one plain function reading the two headers itself. FastAPI's ``APIKeyHeader`` and
 ``HTTPBearer`` dependencies would declare the schemes on their own, but resolving the three
 dependencies cost 0.02 ms of every request (``GET /v1/info`` in process: 0.110 → 0.091 ms; about 5%
 of a small loss request), with or without a key configured.
@@ -31,7 +31,9 @@ SECURITY: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}
 async def require_api_key(request: Request) -> None:
     """Refuse the request (:class:`Unauthorized`) unless it carries the configured key; no-op when none is set.
 
-    ``async`` although it never awaits: FastAPI runs a plain function dependency on its thread pool.
+    A dependency of the ``/v2`` router; the ``/v1`` endpoints await it first themselves, as they are
+    also served outside FastAPI's routing (:mod:`service.http.dispatch`). ``async`` although it never
+    awaits: FastAPI runs a plain function dependency on its thread pool.
     """
     expected = request.app.state.runtime.settings.api_key
     if expected is None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import torch
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -34,7 +34,7 @@ from service.pipeline.pipeline import V1
 from service.pipeline.requests import OBJECTIVE
 from service.pipeline.schemas import FUNCTIONAL, REQUESTS, DistillResponse, FunctionalResponse, LossResponse
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1 = APIRouter(prefix="/v1")
 V1_PROTOCOL = V1()
 probes = APIRouter(tags=["probes"])
 
@@ -49,6 +49,7 @@ ROUTES: list[tuple[str, type[BaseModel], str, str]] = [
 
 def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        await require_api_key(request)
         runtime = request.app.state.runtime
         settings = runtime.settings
         with runtime.budget.reservation() as reservation:
@@ -60,10 +61,15 @@ def _endpoint(route: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+#: The computing endpoints by full path, for :class:`~service.http.dispatch.ExactPathRoutes`.
+ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+
 for _route, _response, _summary, _tag in ROUTES:
+    _path = "/" + _route.replace(".", "/")
+    ENDPOINTS[v1.prefix + _path] = _endpoint(_route)
     v1.add_api_route(
-        "/" + _route.replace(".", "/"),
-        _endpoint(_route),
+        _path,
+        ENDPOINTS[v1.prefix + _path],
         methods=["POST"],
         operation_id=_route.replace(".", "_"),
         summary=_summary,
@@ -108,6 +114,7 @@ class Info(BaseModel):
 )
 async def info(request: Request) -> Info:
     """Version, device, accepted dtypes and limits."""
+    await require_api_key(request)
     runtime = request.app.state.runtime
     return Info(
         version=distill.__version__,
