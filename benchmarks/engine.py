@@ -9,9 +9,17 @@ both sides; ``--default-allocator`` measures with glibc's defaults instead.
 On CPU with the compiled kernels, ``floor ms`` is the time of the transcendental functions each loss's
 kernel evaluates per element (:data:`TRANSCENDENTALS`), measured with the kernels' own vector exp and
 log over a buffer of the same shape (each a full pass: read, compute, write); ``/floor`` is the engine's
-time against it. The engine also validates the inputs (one more pass) and forms the gradient.
+time against it. The engine also validates the inputs (one more pass) and forms the gradient. The
+feature losses compute no transcendentals: their floor is the memory traffic of a validated loss (one
+read of each input for the value checks, with the kernels' own pass, then one pass reading both and
+writing the gradient, timed as ``torch.sub(s, t, out=g)``); autograd moves as much (the forward reads
+both inputs, the backward reads both and writes the gradient), so these cannot go far below 1× where
+autograd runs near that floor.
 
-    python benchmarks/engine.py [--device cpu|cuda] [--repeats 30] [--shapes 64x32000,8x1000] [--losses jsd,tvd]
+Each case is timed at least ``--repeats`` times and for about ``--seconds`` (small shapes get many more
+repetitions: a 30 µs call is at the mercy of one interrupt).
+
+    python benchmarks/engine.py [--device cpu|cuda] [--repeats 30] [--seconds 0.5] [--shapes 64x32000,8x1000] [--losses jsd,tvd]
 """
 
 from __future__ import annotations
@@ -51,6 +59,25 @@ TRANSCENDENTALS: dict[str, tuple[int, int]] = {
     "smooth_l1_loss": (0, 0),
     "cosine_embedding_loss": (0, 0),
 }
+
+
+#: The feature losses, whose floor is memory traffic (:func:`memory_passes`).
+FEATURE_LOSSES = {name for name, (exps, logs) in TRANSCENDENTALS.items() if exps + logs == 0}
+
+
+def memory_passes(rows: int, classes: int) -> list[Callable[[], object]] | None:
+    """A validated feature loss's minimum traffic over (rows, C) float32: the value check's read of each
+    input (the kernels' own pass) and one pass reading both and writing a third (None without the kernels)."""
+    if not native.kernels.enabled():
+        return None
+    generator = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(rows, classes, generator=generator), torch.randn(rows, classes, generator=generator)
+    out = torch.empty(rows, classes)
+    return [
+        lambda: native.kernels.row_extrema(student, minima=False),
+        lambda: native.kernels.row_extrema(teacher, minima=False),
+        lambda: torch.sub(student, teacher, out=out),
+    ]
 
 
 def transcendental_passes(rows: int, classes: int) -> list[Callable[[], object]] | None:
@@ -169,15 +196,21 @@ def divergence_cases(
     return [(name, engine(name), autograd(reference)) for name, reference in references.items()]
 
 
-def paired_seconds(functions: list[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+def paired_seconds(functions: list[Callable[[], object]], repeats: int, seconds: float, device: torch.device) -> list[float]:
     """Median wall time of one call of each, taking them in turn so that drift on a shared machine
     (other tenants, torch's spinning worker threads) and the caches each leaves behind hit all
-    alike; CUDA is synchronised."""
+    alike; at least ``repeats`` rounds, more up to about ``seconds`` in all; CUDA is synchronised."""
     samples: list[list[float]] = [[] for _ in functions]
     for _ in range(3):
         for fn in functions:
             fn()
-    for _ in range(repeats):
+    start = time.perf_counter()
+    for fn in functions:
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    one_round = time.perf_counter() - start
+    for _ in range(max(repeats, min(20 * repeats, int(seconds / max(one_round, 1e-9))))):
         for index, fn in enumerate(functions):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -210,7 +243,8 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="rounds at least (default 30)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="rounds up to about this long per case, at most 20× --repeats")
     parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
     parser.add_argument("--shapes", default="64x32000,8x1000", help="comma-separated ROWSxCLASSES")
     parser.add_argument("--losses", default="", help=f"comma-separated, of {', '.join(TRANSCENDENTALS)} (default: all)")
@@ -227,21 +261,20 @@ def main() -> None:
     print("{:15} {:>13} {:>10} {:>12} {:>6} {:>9} {:>7} {:>11} {:>13} {:>10}".format(*header))
     for rows, classes in shapes:
         passes = transcendental_passes(rows, classes) if device.type == "cpu" else None
+        traffic = memory_passes(rows, classes) if device.type == "cpu" else None
         for name, engine, reference in cases(rows, classes, device):
             if wanted and name not in wanted:
                 continue
-            engine_s, reference_s, *pass_s = paired_seconds([engine, reference, *(passes or [])], args.repeats, device)
+            floor_passes = (traffic if name in FEATURE_LOSSES else passes) or []
+            engine_s, reference_s, *pass_s = paired_seconds([engine, reference, *floor_passes], args.repeats, args.seconds, device)
             engine_mb = peak_bytes(engine, device) / 2**20
             reference_mb = peak_bytes(reference, device) / 2**20
             input_mb = rows * classes * 4 / 2**20
             exps, logs = TRANSCENDENTALS[name]
-            if pass_s and exps + logs:
-                floor_s = exps * pass_s[0] + logs * pass_s[1]
-                floor = f"{floor_s * 1e3:9.3f} {engine_s / floor_s:7.2f}"
-            else:
-                floor = f"{'-':>9} {'-':>7}"
+            floor_s = sum(pass_s) if name in FEATURE_LOSSES else (exps * pass_s[0] + logs * pass_s[1] if pass_s else 0.0)
+            floor = f"{floor_s * 1e3:9.3f} {engine_s / floor_s:7.2f}" if floor_s else f"{'-':>9} {'-':>7}"
             print(
-                f"{name:15} {f'({rows}, {classes})':>13} {engine_s * 1e3:10.3f} {reference_s * 1e3:12.3f} "
+                f"{name:15} {f'({rows}, {classes})':>13} {engine_s * 1e3:10.4f} {reference_s * 1e3:12.4f} "
                 f"{engine_s / reference_s:6.2f} {floor} {engine_mb:11.1f} {reference_mb:13.1f} {input_mb:10.1f}"
             )
 
