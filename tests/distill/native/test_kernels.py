@@ -167,6 +167,8 @@ for classes in (1, 7, 17, 33, 1000):
                    distill.bce(student, teacher_logits=teacher, temperature=2.0)]
         results += [getattr(distill, name)(student, teacher_logits=teacher, temperature=2.0)
                     for name in ("jsd", "reverse_kl", "skew_kl", "skew_reverse_kl", "tvd")]
+        results += [getattr(distill, name)(student, teacher=teacher) for name in ("mse_loss", "l1_loss", "cosine_embedding_loss")]
+        results.append(distill.smooth_l1_loss(student, teacher=teacher, beta=2.0))
     answers[classes] = [(r.loss_sum, r.grad) for r in results]
 torch.save({"isa": native.kernels.instruction_set(), "answers": answers}, sys.argv[1])
 """
