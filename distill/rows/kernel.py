@@ -82,10 +82,14 @@ def row_loss_sum(row_loss: Tensor) -> float:
 
     Up to :data:`EXACT_SUM_ROWS` rows the sum is correctly rounded (``math.fsum``: 0.3 µs for 8 rows
     against 1.3 µs for a torch reduction), so it does not depend on the order of the rows or on which
-    other requests shared their kernel call; longer sums are torch's float64 reduction.
+    other requests shared their kernel call; longer sums, and sums that overflow float64 or meet both
+    infinities (where ``math.fsum`` raises), are torch's float64 reduction (±inf or NaN there).
     """
     if row_loss.numel() <= EXACT_SUM_ROWS:
-        return math.fsum(row_loss.tolist())
+        try:
+            return math.fsum(row_loss.tolist())
+        except (OverflowError, ValueError):  # a partial sum beyond float64, or +inf and -inf among the terms
+            pass
     return float(row_loss.sum(dtype=torch.float64))
 
 
