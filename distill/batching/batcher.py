@@ -67,7 +67,7 @@ class _Job:
 
     @property
     def key(self) -> Any:
-        return self.work.key if isinstance(self.work, Prepared) else None
+        return self.work.group_key if isinstance(self.work, Prepared) else None
 
     @property
     def rows(self) -> int:

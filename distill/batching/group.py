@@ -28,12 +28,17 @@ def _kept(tensor: Tensor, rows: Rows) -> Tensor:
 
 
 def run_group(group: Sequence[Prepared]) -> list[LossResult]:
-    """Compute requests sharing one ``key`` in a single kernel call; results in the same order."""
+    """Compute requests sharing one ``group_key`` in a single kernel call; results in the same order.
+
+    When the fused kernel applies but declines, or a row loss comes out non-finite, each request is
+    computed on its own instead: the chunked torch kernel would round the others' losses differently
+    from their solo (fused) answers.
+    """
     if len(group) == 1:
         return [run(group[0])]
     first = group[0]
-    if any(item.key != first.key or item.key is None for item in group):
-        raise ValueError("run_group needs requests with one (non-None) key")
+    if any(item.group_key != first.group_key or item.group_key is None for item in group):
+        raise ValueError("run_group needs requests with one (non-None) group key")
     counts = [item.rows.n_kept for item in group]
     total = sum(counts)
     student = torch.cat([_kept(item.student, item.rows) for item in group])
@@ -49,13 +54,16 @@ def run_group(group: Sequence[Prepared]) -> list[LossResult]:
         student,
         first.build(layout, data),
         grad_scale=scales,
-        want_grad=any(item.compute_grad for item in group),
+        want_grad=first.compute_grad,
         want_elements=any(item.reduction == "none" for item in group),
         elements_per_row=first.per_row,
         row_max=data.get("row_max"),
         fused=first.fused(data),
         chunk_elements=first.chunk_elements,
+        eager_after_fused=False,
     )
+    if out is None:
+        return [run(item) for item in group]
     results: list[LossResult] = []
     start = 0
     for item, count in zip(group, counts, strict=True):

@@ -306,7 +306,9 @@ def _smooth_terms(chunk: Chunk, rows: Rows, shifted: Tensor, log_norm: Tensor, w
     ``shifted`` is s − max s and log q = shifted + ``log_norm`` (see :mod:`distill.rows.softmax`).
     """
     n_classes = shifted.shape[1]
-    dot, total_weight = (shifted.sum(dim=-1), float(n_classes)) if w is None else (torch.mv(shifted, w), float(w.sum()))
+    # A row-wise sum, not torch.mv: a matrix-vector product rounds a row differently with the row count
+    # (BLAS blocking), so a request grouped with others would not get its solo answer.
+    dot, total_weight = (shifted.sum(dim=-1), float(n_classes)) if w is None else ((shifted * w).sum(dim=-1), float(w.sum()))
     smooth = dot.add_(log_norm * total_weight).neg_()
     if not bool(torch.isfinite(smooth[valid]).all()):
         neg_inf = shifted == -math.inf

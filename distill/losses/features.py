@@ -36,7 +36,7 @@ from distill.errors import InputError
 from distill.native import kernels as native
 from distill.native.kernels import Fused
 from distill.registry import Option, TensorInput, register
-from distill.rows.checks import check_logits
+from distill.rows.checks import check_fits, check_logits
 from distill.rows.kernel import Chunk, ChunkResult, Kernel
 from distill.rows.layout import Rows, check_same_shape, make_rows, on_device, real_number, take
 from distill.rows.prepared import Prepared
@@ -141,6 +141,7 @@ def _prepare(
     check_same_shape(teacher, "teacher", rows)
     teacher_flat = rows.flat(on_device(teacher, flat.device))
     check_logits(teacher_flat, "teacher", rows, allow_neg_inf=False)
+    check_fits(teacher_flat, flat.dtype, "teacher", rows)
     averaged = rows.n_kept if per_row else rows.n_kept * rows.n_classes
     normalizer = float(averaged) if reduction_ == "mean" else 1.0
 

@@ -113,3 +113,23 @@ def check_scaled(row_max: Tensor, dtype: torch.dtype, name: str, rows: Rows, tem
             "temperature",
             f"{name} / temperature overflows {str(compute).removeprefix('torch.')} (logits up to {largest:.3g}, T = {temperature:g})",
         )
+
+
+def check_fits(flat: Tensor, dtype: torch.dtype, name: str, rows: Rows) -> None:
+    """Finite values held wider than the compute dtype of ``dtype`` (a float64 teacher of a float32
+    student) must fit it: cast there, they would turn into ±inf and the loss with them. One pass over
+    the kept rows' magnitudes, only in that mixed case.
+
+    Raises:
+        InputError: a kept value beyond the compute dtype's range, naming ``name`` and the first such
+            element.
+    """
+    compute = compute_dtype(dtype)
+    if flat.dtype != torch.float64 or compute == torch.float64 or rows.n_kept == 0:
+        return
+    limit = torch.finfo(compute).max
+    largest = float(_kept(rows, flat.abs().amax(dim=-1)).amax())
+    if largest > limit:
+        kind = str(compute).removeprefix("torch.")
+        reason = f"holds values beyond {kind}'s range (the student's compute dtype), up to {largest:.3g} in magnitude"
+        _raise_first(name, reason, rows, flat.abs() > limit)

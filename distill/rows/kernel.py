@@ -105,7 +105,8 @@ def run_kernel(
     row_max: Tensor | None = None,
     fused: Fused | None = None,
     chunk_elements: int | None = None,
-) -> KernelOutput:
+    eager_after_fused: bool = True,
+) -> KernelOutput | None:
     """Run ``kernel`` over the kept rows in chunks and assemble the outputs.
 
     Args:
@@ -119,6 +120,9 @@ def run_kernel(
         row_max: optional (n_rows,) maxima of the student rows, handed to the kernel per chunk.
         fused: the loss's fused kernel, tried first where it applies.
         chunk_elements: elements per chunk (default :data:`~distill.rows.layout.CHUNK_ELEMENTS`).
+        eager_after_fused: when the fused kernel was tried and declined, or gave a non-finite row loss,
+            run the chunked kernel (the default), or return None (a group then computes each request
+            on its own, so that one request's overflow does not move the others off the fused kernel).
     """
     dtype = compute_dtype(student_flat.dtype)
     device = student_flat.device
@@ -136,6 +140,8 @@ def run_kernel(
                 if elements is not None:
                     put(elements, slice(None) if rows.kept is None else rows.kept, row_loss)
                 return KernelOutput(row_loss, elements, grad, loss_sum)
+        if not eager_after_fused:
+            return None
     write_in_place = grad is not None and not masked and grad.dtype == dtype
     position = 0
     for selection in rows.chunks(chunk_elements):

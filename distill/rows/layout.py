@@ -153,7 +153,10 @@ def real_number(name: str, value: object) -> float:
     them (``"2"`` is not 2, ``True`` is not 1.0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(name, f"must be a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int or Fraction beyond float64
+        raise InputError(name, "must be within float64's range") from None
 
 
 def check_temperature(temperature: float) -> float:

@@ -3,8 +3,9 @@
 Every loss is split into *prepare* (all validation; inputs flattened into rows) and *run*. A
 :class:`Prepared` holds what the kernel needs: the student rows, per-row data (teacher rows, labels,
 row maxima, per-element weights) aligned with those rows, and a builder that closes over the options
-(temperature, class weights, smoothing…). ``key`` says which requests can share one kernel call:
-same loss, class count, dtype, device and the options that change the math.
+(temperature, class weights, smoothing…). ``group_key`` says which requests can share one kernel
+call: same loss, class count, dtype, device and the options that change the math (``key``), and the
+same code path (with or without the gradient and element-wise output).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Prepared(NamedTuple):
         data: per-row tensors aligned with ``student``'s rows (``teacher``, ``labels``, ``row_max``, …).
         build: makes the kernel for a row layout and per-row data (options are closed over).
         build_fused: makes the fused kernel for per-row data, when the loss has one.
-        key: requests with equal keys can be computed in one kernel call.
+        key: the loss and the options that change its math; requests of equal keys (and equal
+            :attr:`group_key`) can be computed in one kernel call.
         reduction, normalizer: how the loss is reduced; ``loss = loss_sum / normalizer``.
         grad_scale: the factor each kept row's gradient is multiplied by (T² / (T · normalizer) …).
         compute_grad: whether the caller wants the gradient.
@@ -60,6 +62,16 @@ class Prepared(NamedTuple):
     build_fused: FusedBuilder | None = None
     chunk_elements: int | None = None
 
+    @property
+    def group_key(self) -> Hashable:
+        """Requests with equal group keys are computed in one call, each getting its solo answer: the
+        same math (``key``) on the same code path — with or without the gradient (the compiled kernels'
+        two variants may round a row loss differently) and with or without element-wise output (which
+        the compiled kernels do not write for element-wise losses). ``None``: never grouped."""
+        if self.key is None:
+            return None
+        return (self.key, self.compute_grad, self.reduction == "none" and not self.per_row)
+
     def fused(self, data: dict[str, Tensor]) -> Fused | None:
         """The fused kernel for ``data`` (this request's per-row data, or a group's), if any."""
         return None if self.build_fused is None else self.build_fused(data)
@@ -79,6 +91,7 @@ def run(prepared: Prepared) -> LossResult:
         fused=prepared.fused(prepared.data),
         chunk_elements=prepared.chunk_elements,
     )
+    assert out is not None  # the chunked kernel runs after a declining fused one
     return finish(out, prepared.rows, prepared.reduction, prepared.normalizer, per_row=prepared.per_row)
 
 

@@ -12,10 +12,10 @@ import torch
 
 import distill
 from distill.batching.batcher import Batcher
-from distill.batching.group import run_group
 from distill.losses.kl_div import prepare_kl_div
 from distill.rows.prepared import run
 from tests.distill import inputs
+from tests.distill.grouping import run_grouped
 from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -87,7 +87,7 @@ def test_cuda_group_and_batcher():
         )
         for i in range(16)
     ]
-    for grouped, item in zip(run_group(work), work, strict=True):
+    for grouped, item in zip(run_grouped(work), work, strict=True):
         assert_close(grouped.grad.cpu(), run(item).grad.cpu(), torch.float32)
     batcher = Batcher(max_wait_ms=5)
     try:

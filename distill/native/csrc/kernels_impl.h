@@ -646,7 +646,9 @@ static void divergence(const DivergenceArgs& a, int64_t begin, int64_t end, void
 // ½·|d|·|d| / β below β, else |d| − ½β (slope d / β, else sign d); the gradient is the slope times
 // the row's scale (which carries MSE's factor 2). The cosine: 1 − (s·t) / √((|s|² + ε)(|t|² + ε)) per
 // row, gradient (s · cos / (|s|² + ε) − t / √(…)) times the scale. Tail lanes load as 0, which adds 0.
-template <typename T, int Loss, bool Grad>
+// Whether to write the gradient is decided at run time, not by a template parameter: two instances
+// may fuse the loss's multiply-adds differently, and the loss must not change with the gradient.
+template <typename T, int Loss>
 static void feature_rows(const FeatureArgs& a, int64_t begin, int64_t end) {
     typedef Pack<T> P;
     typedef typename P::V V;
@@ -658,7 +660,7 @@ static void feature_rows(const FeatureArgs& a, int64_t begin, int64_t end) {
         const int64_t r = a.kept ? a.kept[i] : i;
         const T* s = static_cast<const T*>(a.student) + r * n;
         const T* t = static_cast<const T*>(a.teacher) + r * n;
-        T* g = Grad ? static_cast<T*>(a.grad) + r * n : nullptr;
+        T* g = a.grad ? static_cast<T*>(a.grad) + r * n : nullptr;
         const T scale = row_scale<T>(a.scale, i);
         if (Loss == kFeatureCosine) {
             V dot = zero, ss = zero, tt = zero;
@@ -673,7 +675,7 @@ static void feature_rows(const FeatureArgs& a, int64_t begin, int64_t end) {
             const T denominator = std::sqrt(student_norm * (P::sum(tt) + parameter));
             const T cosine = P::sum(dot) / denominator;
             static_cast<T*>(a.row_loss)[i] = 1 - cosine;
-            if (Grad) {
+            if (g) {
                 const V ratio = P::splat(cosine / student_norm), denominator_v = P::splat(denominator), scale_v = P::splat(scale);
                 for (int64_t c = 0; c < n; c += P::width) {
                     const int64_t k = n - c < P::width ? n - c : P::width;
@@ -702,25 +704,19 @@ static void feature_rows(const FeatureArgs& a, int64_t begin, int64_t end) {
                 slope = z < beta ? d / beta : sign;
             }
             total += element;
-            if (Grad) P::store(g + c, slope * scale_v, k);
+            if (g) P::store(g + c, slope * scale_v, k);
         }
         static_cast<T*>(a.row_loss)[i] = P::sum(total);
     }
 }
 
-template <typename T, int Loss>
-static void features_grad(const FeatureArgs& a, int64_t begin, int64_t end) {
-    if (a.grad) feature_rows<T, Loss, true>(a, begin, end);
-    else feature_rows<T, Loss, false>(a, begin, end);
-}
-
 template <typename T>
 static void features_typed(const FeatureArgs& a, int64_t begin, int64_t end) {
     switch (a.loss) {
-        case kFeatureMSE: features_grad<T, kFeatureMSE>(a, begin, end); break;
-        case kFeatureL1: features_grad<T, kFeatureL1>(a, begin, end); break;
-        case kFeatureSmoothL1: features_grad<T, kFeatureSmoothL1>(a, begin, end); break;
-        default: features_grad<T, kFeatureCosine>(a, begin, end); break;
+        case kFeatureMSE: feature_rows<T, kFeatureMSE>(a, begin, end); break;
+        case kFeatureL1: feature_rows<T, kFeatureL1>(a, begin, end); break;
+        case kFeatureSmoothL1: feature_rows<T, kFeatureSmoothL1>(a, begin, end); break;
+        default: feature_rows<T, kFeatureCosine>(a, begin, end); break;
     }
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,9 +11,11 @@ from distill import LOSSES
 from distill.batching.group import run_group
 from distill.losses.bce import prepare_bce
 from distill.losses.cross_entropy import prepare_cross_entropy
+from distill.losses.features import prepare_mse_loss
 from distill.losses.kl_div import prepare_kl_div
-from distill.rows.prepared import run
+from distill.rows.prepared import Prepared, run
 from tests.distill import inputs
+from tests.distill.grouping import run_grouped
 
 REDUCTIONS = {"kl_div": ["batchmean", "sum", "mean", "none"], "bce": ["mean", "sum", "none"], "cross_entropy": ["mean", "sum", "none"]}
 
@@ -80,7 +84,7 @@ def assert_same(group_result, solo_result):
 def test_group_equals_solo(loss, dtype):
     group = requests(loss, 9, 1, dtype)
     assert len({item.key for item in group}) == 1
-    for grouped, item in zip(run_group(group), group, strict=True):
+    for grouped, item in zip(run_grouped(group), group, strict=True):
         assert_same(grouped, run(item))
 
 
@@ -93,7 +97,7 @@ def test_soft_cross_entropy_groups():
         )
         for i in range(6)
     ]
-    for grouped, item in zip(run_group(group), group, strict=True):
+    for grouped, item in zip(run_grouped(group), group, strict=True):
         assert_same(grouped, run(item))
 
 
@@ -137,7 +141,57 @@ def test_divergences_group_equals_solo(name, options, dtype):
             )
         )
     assert len({item.key for item in group}) == 1
-    for grouped, item in zip(run_group(group), group, strict=True):
+    for grouped, item in zip(run_grouped(group), group, strict=True):
         assert_same(grouped, run(item))
     other = prepare(inputs.logits((2, 13), dtype, 1), teacher_logits=inputs.logits((2, 13), dtype, 2), temperature=3.0, **options)
     assert other.key != group[0].key
+
+
+def _features(seed: int, rows: int, **options) -> Prepared:
+    generator = torch.Generator().manual_seed(seed)
+    return prepare_mse_loss(torch.randn(rows, 300, generator=generator), teacher=torch.randn(rows, 300, generator=generator), **options)
+
+
+def test_with_and_without_the_gradient_are_grouped_apart_and_each_gets_its_solo_answer():
+    # the compiled kernel's two variants may round a row loss differently (multiply-adds fused or not)
+    with_grad, without = _features(1, 4, reduction="sum"), _features(1, 4, reduction="sum", compute_grad=False)
+    assert with_grad.key == without.key and with_grad.group_key != without.group_key
+    work = [with_grad, without, _features(2, 3, reduction="sum"), _features(3, 5, reduction="sum", compute_grad=False)]
+    for grouped, item in zip(run_grouped(work), work, strict=True):
+        assert grouped.loss_sum == run(item).loss_sum
+    with pytest.raises(ValueError):
+        run_group([with_grad, without])
+
+
+def test_element_wise_output_is_grouped_apart():
+    assert _features(1, 4, reduction="none").group_key != _features(1, 4, reduction="sum").group_key
+    per_row = [
+        prepare_cross_entropy(inputs.logits((3, 9), torch.float32, i), labels=torch.arange(3), reduction=r)
+        for i, r in enumerate(("none", "sum"))
+    ]
+    assert per_row[0].group_key == per_row[1].group_key  # a per-row loss writes its "none" output from the row losses
+
+
+def test_one_overflowing_request_leaves_the_others_their_solo_answers():
+    overflowing = prepare_mse_loss(torch.full((1, 300), 1e30), teacher=torch.zeros(1, 300), reduction="sum")
+    work = [_features(1, 4, reduction="sum"), overflowing, _features(2, 3, reduction="mean")]
+    results = run_group(work)
+    assert results[1].loss_sum == math.inf
+    for grouped, item in zip(results, work, strict=True):
+        assert grouped.loss_sum == run(item).loss_sum
+        torch.testing.assert_close(grouped.grad, run(item).grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weighted_smoothed_cross_entropy_rows_do_not_depend_on_the_row_count(dtype):
+    # a matrix-vector product rounded a row differently with the rows around it (BLAS blocking)
+    generator = torch.Generator().manual_seed(7)
+    options = {"weight": torch.rand(11, generator=generator) + 0.1, "label_smoothing": 0.05}
+    for seed in range(10):
+        small = prepare_cross_entropy(
+            inputs.logits((3, 11), dtype, seed) * 4, labels=torch.randint(0, 11, (3,), generator=generator), **options
+        )
+        large = prepare_cross_entropy(
+            inputs.logits((200, 11), dtype, 100 + seed) * 4, labels=torch.randint(0, 11, (200,), generator=generator), **options
+        )
+        assert run_group([small, large])[0].loss_sum == run(small).loss_sum

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import distill
 from distill import LOSSES, InputError
-from distill.batching.group import run_group
 from distill.rows.prepared import run
 from tests.distill import inputs, reference
+from tests.distill.grouping import run_grouped
 from tests.tolerances import assert_as_accurate_as_torch, assert_close, random_mask
 
 NAMES = ("mse_loss", "l1_loss", "smooth_l1_loss", "cosine_embedding_loss")
@@ -179,7 +179,7 @@ def test_a_group_answers_each_request_as_alone(name):
         student, teacher = inputs.logits((*lead, 13), torch.float32, index), inputs.logits((*lead, 13), torch.float32, 50 + index)
         group.append(prepare(student, teacher=teacher, reduction=REDUCTIONS[index % 3], mask=mask, **options(name, 0.5)))
     assert len({item.key for item in group}) == 1
-    for grouped, item in zip(run_group(group), group, strict=True):
+    for grouped, item in zip(run_grouped(group), group, strict=True):
         alone = run(item)
         torch.testing.assert_close(grouped.loss, alone.loss)
         torch.testing.assert_close(grouped.grad, alone.grad)
@@ -226,3 +226,28 @@ def test_smooth_l1_at_betas_beyond_the_compute_dtype_is_pytorchs(beta, dtype):
     torch.testing.assert_close(result.loss.float(), loss.detach().float(), rtol=1e-6, atol=1e-45)
     bf16 = dtype == torch.bfloat16  # its smallest subnormal is 9e-41: stored gradients below it are 0
     torch.testing.assert_close(result.grad.float(), grad.float(), rtol=1e-2 if bf16 else 1e-6, atol=1e-40 if bf16 else 1e-44)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "cosine_embedding_loss"])
+def test_a_wider_teacher_must_fit_the_students_compute_dtype(name):
+    student, teacher = inputs.logits((2, 5), torch.float32, 1), inputs.logits((2, 5), torch.float64, 2)
+    teacher[1, 3] = -1e300
+    with pytest.raises(InputError) as raised:
+        getattr(distill, name)(student, teacher=teacher)
+    assert raised.value.argument == "teacher" and raised.value.index == (1, 3) and "float32's range" in raised.value.reason
+    kept = getattr(distill, name)(student, teacher=teacher, mask=torch.tensor([True, False]))  # a dropped row may hold anything
+    assert math.isfinite(kept.loss_sum)
+
+
+def test_beta_beyond_float64_is_an_input_error():
+    student = inputs.logits((2, 3), torch.float32, 5)
+    with pytest.raises(InputError, match="float64's range"):
+        distill.smooth_l1_loss(student, teacher=student, beta=10**400)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "cosine_embedding_loss"])
+def test_the_loss_does_not_depend_on_asking_for_the_gradient(name):
+    for seed in range(20):
+        student, teacher = inputs.logits((4, 300), torch.float32, seed), inputs.logits((4, 300), torch.float32, 100 + seed)
+        with_grad = getattr(distill, name)(student, teacher=teacher, reduction="sum")
+        assert getattr(distill, name)(student, teacher=teacher, reduction="sum", compute_grad=False).loss_sum == with_grad.loss_sum

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import distill
 from distill import LOSSES, InputError
-from distill.batching.group import run_group
 from distill.rows.prepared import run
 from tests.distill import inputs
+from tests.distill.grouping import run_grouped
 from tests.tolerances import assert_as_accurate_as_torch, assert_close, random_mask
 
 #: loss name → (its option, the values to try); the KL(q‖·)-type end points are infinite under renormalize.
@@ -241,7 +241,7 @@ def test_a_group_answers_each_request_as_alone(name, policy, form):
             LOSSES[name].prepare(student, **arguments(indices, values, form, policy, name), temperature=2.0, reduction=reduction, mask=mask)
         )
     assert len({item.key for item in group}) == 1
-    for grouped, item in zip(run_group(group), group, strict=True):
+    for grouped, item in zip(run_grouped(group), group, strict=True):
         alone = run(item)
         torch.testing.assert_close(grouped.loss, alone.loss)
         torch.testing.assert_close(grouped.grad, alone.grad)
