@@ -71,8 +71,9 @@ def _grad(grad: torch.Tensor | None, encoding: Encoding, field: str) -> Any:
 
 
 def _functional_loss(result: FunctionalResult, encoding: Encoding) -> Any:
-    """A reduced loss is a number in a ``values`` response (as ``/v1/<loss>`` answers it), a 0-d tensor
-    object in a base64 one (as it always was); an unreduced one a tensor (0-d in JSON: a number)."""
-    if result.reduction != "none" and encoding == "values":
+    """A reduced loss is a number in a ``values`` or nested-list response, written as ``/v1/<loss>``
+    writes it (the float32 value in full), a 0-d tensor object in a base64 one (as it always was); an
+    unreduced one a tensor (0-d in JSON: a number)."""
+    if result.reduction != "none" and encoding != "base64":
         return encode_number(float(result.loss), "loss")
     return encode(result.loss, encoding, "loss")

@@ -94,3 +94,14 @@ def test_a_per_row_variance_is_not_taken_for_a_broadcast(client: TestClient) -> 
     # gaussian_nll_loss reads a var of the input's leading shape as one variance per row.
     body = {"input": [[0.5, 1.0]] * 5000, "target": [[0.0, 1.0]] * 5000, "var": [1.0] * 5000}
     assert client.post("/v1/functional/gaussian_nll_loss", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["json", "values"])
+def test_a_reduced_float32_loss_is_written_in_full_as_v1_losses_write_it(client: TestClient, encoding: str) -> None:
+    body = {"input": [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], "target": [0, 2], "response_encoding": encoding}
+    answer = client.post("/v1/functional/cross_entropy", json=body).json()
+    expected = functional.compute("cross_entropy", input=torch.tensor(body["input"]), target=torch.tensor(body["target"]))
+    assert answer["loss"] == float(expected.loss)  # the float32 value as a double, not its shortest float32 text
+    assert (
+        answer["loss"] == client.post("/v1/cross_entropy", json={"student_logits": body["input"], "labels": body["target"]}).json()["loss"]
+    )
