@@ -45,6 +45,7 @@ from service.errors import (
     UnsupportedMediaType,
     UpgradeWithBody,
 )
+from service.http.dispatch import route_path
 
 logger = logging.getLogger("distill.service")
 
@@ -145,8 +146,9 @@ class ProblemDetails:
 
     def response(self, path: str = "") -> Response:
         """The problem as an ``application/problem+json`` response; on the Open Inference Protocol's
-        routes (``/v2``) in that protocol's shape, ``{"error": message}`` (clients such as tritonclient
-        raise their own exception with it), with the same status and headers."""
+        routes (``/v2``, ``path`` taken without the app's root path) in that protocol's shape,
+        ``{"error": message}`` (clients such as tritonclient raise their own exception with it), with
+        the same status and headers."""
         if path == "/v2" or path.startswith("/v2/"):
             return Response(
                 orjson.dumps({"error": self.message()}), status_code=self.status, media_type="application/json", headers=self.headers
@@ -249,14 +251,14 @@ class UnexpectedErrors:
             if started:
                 raise
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
-            await problem_for(error).response(scope.get("path", ""))(scope, receive, send)
+            await problem_for(error).response(route_path(scope) if "path" in scope else "")(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
     """Register the exception handlers (every mapped error, validation and HTTP errors) and the last resort (500)."""
 
     async def answer(request: Request, exc: Exception) -> Response:
-        return problem_for(exc).response(request.url.path)
+        return problem_for(exc).response(route_path(request.scope))
 
     for error_type in (*PROBLEMS, RequestValidationError, ValidationError, StarletteHTTPException):
         app.add_exception_handler(error_type, answer)

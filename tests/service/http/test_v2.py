@@ -277,3 +277,12 @@ def test_the_functional_family_is_served_as_models(client: TestClient) -> None:
     values = outputs_of(client.post("/v2/models/functional.cross_entropy/infer", json=body))
     assert set(values) == {"loss", "grads.input", "loss_sum", "normalizer"}
     assert values["loss"][0] == pytest.approx(float(distill.functional.cross_entropy(STUDENT, torch.tensor([0, 2])).loss), rel=1e-6)
+
+
+def test_behind_a_root_path_errors_keep_each_protocols_shape() -> None:
+    app = make_client(device="cpu").app
+    with TestClient(app, root_path="/api", raise_server_exceptions=False) as prefixed:
+        v2_error = prefixed.post("/api/v2/models/kl_div/infer", json={"inputs": []})
+        assert v2_error.status_code == 422 and set(v2_error.json()) == {"error"}, v2_error.text
+        v1_error = prefixed.post("/api/v1/kl_div", json={})
+        assert v1_error.status_code == 422 and v1_error.headers["content-type"] == "application/problem+json"
