@@ -4,6 +4,8 @@
    (:func:`distill.batching.group.run_group`) vs one engine call each, on ``--device``.
 2. Over HTTP (CPU only): ``--requests`` concurrent clients sending (8, 1000) KL requests to a real
    ``distill-serve`` with batching on and with batching off: throughput and latency p50/p99.
+3. A lone client (base64, one connection) against both servers at once, in alternating rounds so that
+   drift hits both alike: p50 with batching on against off (adaptive batching's target: at most 1.1x).
 
     python -m benchmarks.batching [--device cpu|cuda] [--shapes 8x1000,64x32000] [--skip-http]
 """
@@ -93,6 +95,38 @@ def over_http(count: int, seconds: float, max_wait_ms: float) -> None:
                 )
 
 
+def lone_client(seconds: float, max_wait_ms: float, rounds: int = 10) -> None:
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(8, 1000, generator=generator) for _ in range(2)]
+    body = orjson.dumps(
+        {
+            "student_logits": {"dtype": "float32", "shape": [8, 1000], "data": base64.b64encode(tensors[0].numpy().tobytes()).decode()},
+            "teacher_logits": {"dtype": "float32", "shape": [8, 1000], "data": base64.b64encode(tensors[1].numpy().tobytes()).decode()},
+            "temperature": T,
+        }
+    )
+    ports = {batching: free_port() for batching in ("true", "false")}
+    latencies: dict[str, list[float]] = {batching: [] for batching in ports}
+    command = [sys.executable, "-m", "service.cli", "--log-level", "warning", "--port"]
+    env = {"DISTILL_DEVICE": "cpu", "DISTILL_MAX_WAIT_MS": str(max_wait_ms)}
+    with (
+        server([*command, str(ports["true"])], ports["true"], {**env, "DISTILL_BATCHING": "true"}) as on,
+        server([*command, str(ports["false"])], ports["false"], {**env, "DISTILL_BATCHING": "false"}) as off,
+    ):
+        urls = {"true": on, "false": off}
+        for url in urls.values():
+            load(f"{url}/v1/kl_div", body, 1, 0.5, 100_000)
+        for _ in range(rounds):
+            for batching, url in urls.items():
+                latencies[batching] += load(f"{url}/v1/kl_div", body, 1, seconds / (2 * rounds), 100_000)[1]
+    p50 = {batching: statistics.median(values) for batching, values in latencies.items()}
+    print(
+        f"\nLone client, base64 (8, 1000) KL, {rounds} alternating rounds: p50 batching on {p50['true'] * 1e3:.3f} ms "
+        f"(n={len(latencies['true'])}), off {p50['false'] * 1e3:.3f} ms (n={len(latencies['false'])}): "
+        f"on/off {p50['true'] / p50['false']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -115,6 +149,7 @@ def main() -> None:
         in_process(device, args.requests, rows, classes, args.repeats)
     if not args.skip_http:
         over_http(args.requests, args.seconds, args.max_wait_ms)
+        lone_client(args.seconds, args.max_wait_ms)
 
 
 if __name__ == "__main__":
