@@ -18,10 +18,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import distill
-from distill import LOSSES, Term, functional, native, wire
+from distill import LOSSES, functional, native, wire
 from tests.distill.test_functional import _cases
 from tests.service.conftest import binary, from_binary, make_client
+from tests.service.distilbert import HIDDEN, LABELS, LOGITS, MASK, TEACHER, TEACHER_HIDDEN, body
+from tests.service.distilbert import expected as distilbert_expected
 from tests.tolerances import TOLERANCE, assert_close
 
 SPECS = list(LOSSES.values())
@@ -290,44 +291,15 @@ def test_generated_client_nulls_are_absent(client):
 
 # --- the combined objective -----------------------------------------------------------------------------------
 
-GEN = torch.Generator().manual_seed(9)
-LOGITS, TEACHER = torch.randn(2, 3, 7, generator=GEN), torch.randn(2, 3, 7, generator=GEN)
-HIDDEN, TEACHER_HIDDEN = torch.randn(2, 3, 4, generator=GEN), torch.randn(2, 3, 4, generator=GEN)
-LABELS = torch.tensor([[1, -100, 3], [-100, 6, -100]])
-MASK = torch.tensor([[True, True, False], [True, True, True]])
-
 
 def objective_body(logits: Any, hidden: Any) -> dict[str, Any]:
-    return {
-        "student_logits": logits,
-        "student_features": {"hidden": hidden},
-        "mask": values(MASK),
-        "term_grads": True,
-        "terms": [
-            {"loss": "kl_div", "coefficient": 5.0, "teacher_logits": values(TEACHER), "temperature": 2.0},
-            {"loss": "cross_entropy", "coefficient": 2.0, "labels": values(LABELS, True)},
-            {"loss": "cosine_embedding_loss", "coefficient": 1.0, "student": "hidden", "teacher": values(TEACHER_HIDDEN, True)},
-        ],
-    }
-
-
-def expected_objective() -> distill.DistillResult:
-    return distill.distill(
-        LOGITS,
-        [
-            Term.kl_div(5.0, teacher_logits=TEACHER, temperature=2.0),
-            Term.cross_entropy(2.0, labels=LABELS),
-            Term.cosine_embedding_loss(1.0, student="hidden", teacher=TEACHER_HIDDEN),
-        ],
-        student_features={"hidden": HIDDEN},
-        mask=MASK,
-        term_grads=True,
-    )
+    """The objective with its students as given and every other tensor in the values form."""
+    return body(logits, hidden, values(TEACHER), values(LABELS, True), values(TEACHER_HIDDEN, True), values(MASK)) | {"term_grads": True}
 
 
 def test_the_objective_in_values_form_answers_what_the_engine_computes(client):
     answer = post(client, "distill", objective_body(values(LOGITS), values(HIDDEN, True)))
-    expected = expected_objective()
+    expected = distilbert_expected(term_grads=True)
     assert answer["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert answer["grad"]["shape"] == [2, 3, 7]
     assert_close(from_values(answer["grad"]), expected.grad, torch.float32)
@@ -355,7 +327,7 @@ def test_each_objective_gradient_mirrors_its_own_tensor(  # a term's own gradien
 ):
     body = objective_body(SENT[logits](LOGITS), SENT[hidden](HIDDEN)) | ({"response_encoding": override} if override else {})
     answer = post(client, "distill", body)
-    expected = expected_objective()
+    expected = distilbert_expected(term_grads=True)
     for value, encoding, reference in (
         (answer["grad"], encodings[0], expected.grad),
         (answer["grads"]["hidden"], encodings[1], expected.grads["hidden"]),

@@ -6,28 +6,15 @@ import pytest
 import torch
 
 import distill
-from distill import Term
 from tests.service.conftest import binary, from_binary
+from tests.service.distilbert import HIDDEN, LABELS, LOGITS, MASK, TEACHER, TEACHER_HIDDEN, body
+from tests.service.distilbert import expected as objective
 from tests.tolerances import assert_close
-
-GEN = torch.Generator().manual_seed(5)
-LOGITS, TEACHER = torch.randn(2, 3, 7, generator=GEN), torch.randn(2, 3, 7, generator=GEN)
-HIDDEN, TEACHER_HIDDEN = torch.randn(2, 3, 4, generator=GEN), torch.randn(2, 3, 4, generator=GEN)
-LABELS = torch.tensor([[1, -100, 3], [-100, 6, -100]])
-MASK = torch.tensor([[True, True, False], [True, True, True]])
 
 
 def distilbert_body(encode) -> dict:
-    return {
-        "student_logits": encode(LOGITS),
-        "student_features": {"hidden": encode(HIDDEN)},
-        "mask": MASK.tolist(),
-        "terms": [
-            {"loss": "kl_div", "coefficient": 5.0, "teacher_logits": encode(TEACHER), "temperature": 2.0},
-            {"loss": "cross_entropy", "coefficient": 2.0, "labels": LABELS.tolist()},
-            {"loss": "cosine_embedding_loss", "coefficient": 1.0, "student": "hidden", "teacher": encode(TEACHER_HIDDEN)},
-        ],
-    }
+    """The objective with its float tensors through ``encode`` and the mask and labels as lists."""
+    return body(encode(LOGITS), encode(HIDDEN), encode(TEACHER), LABELS.tolist(), encode(TEACHER_HIDDEN), MASK.tolist())
 
 
 @pytest.mark.parametrize("encoding", ["json", "base64"])
@@ -37,16 +24,7 @@ def test_distilbert_objective_answers_what_the_engine_computes(client, encoding)
     response = client.post("/v1/distill", json=distilbert_body(encode))
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = distill.distill(
-        LOGITS,
-        [
-            Term.kl_div(5.0, teacher_logits=TEACHER, temperature=2.0),
-            Term.cross_entropy(2.0, labels=LABELS),
-            Term.cosine_embedding_loss(1.0, student="hidden", teacher=TEACHER_HIDDEN),
-        ],
-        student_features={"hidden": HIDDEN},
-        mask=MASK,
-    )
+    expected = objective()
     assert body["loss"] == pytest.approx(float(expected.loss), rel=1e-6)
     assert_close(decode(body["grad"]), expected.grad, torch.float32)
     assert set(body["grads"]) == {"hidden"}
