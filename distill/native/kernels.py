@@ -50,32 +50,34 @@ class ExtremaArgs(ctypes.Structure):
     )
 
 
+#: The leading fields of every loss's argument struct (the rows to compute) and its outputs, as in
+#: csrc/kernels.cpp; :func:`_row_fields` fills both.
+_ROWS = (
+    ("dtype", ctypes.c_int),
+    ("rows", ctypes.c_int64),
+    ("classes", ctypes.c_int64),
+    ("kept", ctypes.c_void_p),
+    ("student", ctypes.c_void_p),
+)
+_OUTPUTS = (("scale", GradScale), ("grad", ctypes.c_void_p), ("row_loss", ctypes.c_void_p))
+
+
 class HardArgs(ctypes.Structure):
     _fields_ = (
-        ("dtype", ctypes.c_int),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("kept", ctypes.c_void_p),
-        ("student", ctypes.c_void_p),
+        *_ROWS,
         ("row_max", ctypes.c_void_p),
         ("labels", ctypes.c_void_p),
         ("ignore_index", ctypes.c_int64),
         ("weight", ctypes.c_void_p),
         ("weight_sum", ctypes.c_double),
         ("epsilon", ctypes.c_double),
-        ("scale", GradScale),
-        ("grad", ctypes.c_void_p),
-        ("row_loss", ctypes.c_void_p),
+        *_OUTPUTS,
     )
 
 
 class SoftArgs(ctypes.Structure):
     _fields_ = (
-        ("dtype", ctypes.c_int),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("kept", ctypes.c_void_p),
-        ("student", ctypes.c_void_p),
+        *_ROWS,
         ("teacher", ctypes.c_void_p),
         ("row_max", ctypes.c_void_p),
         ("teacher_kind", ctypes.c_int),
@@ -85,20 +87,14 @@ class SoftArgs(ctypes.Structure):
         ("weight", ctypes.c_void_p),
         ("weight_sum", ctypes.c_double),
         ("epsilon", ctypes.c_double),
-        ("scale", GradScale),
-        ("grad", ctypes.c_void_p),
-        ("row_loss", ctypes.c_void_p),
+        *_OUTPUTS,
         ("scratch", ctypes.c_void_p),
     )
 
 
 class BceArgs(ctypes.Structure):
     _fields_ = (
-        ("dtype", ctypes.c_int),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("kept", ctypes.c_void_p),
-        ("student", ctypes.c_void_p),
+        *_ROWS,
         ("teacher", ctypes.c_void_p),
         ("teacher_kind", ctypes.c_int),
         ("inv_t", ctypes.c_double),
@@ -107,19 +103,13 @@ class BceArgs(ctypes.Structure):
         ("weight_row_stride", ctypes.c_int64),
         ("pos_weight", ctypes.c_void_p),
         ("pos_weight_row_stride", ctypes.c_int64),
-        ("scale", GradScale),
-        ("grad", ctypes.c_void_p),
-        ("row_loss", ctypes.c_void_p),
+        *_OUTPUTS,
     )
 
 
 class DivergenceArgs(ctypes.Structure):
     _fields_ = (
-        ("dtype", ctypes.c_int),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("kept", ctypes.c_void_p),
-        ("student", ctypes.c_void_p),
+        *_ROWS,
         ("teacher", ctypes.c_void_p),
         ("row_max", ctypes.c_void_p),
         ("teacher_kind", ctypes.c_int),
@@ -127,26 +117,18 @@ class DivergenceArgs(ctypes.Structure):
         ("parameter", ctypes.c_double),
         ("inv_t", ctypes.c_double),
         ("factor", ctypes.c_double),
-        ("scale", GradScale),
-        ("grad", ctypes.c_void_p),
-        ("row_loss", ctypes.c_void_p),
+        *_OUTPUTS,
         ("scratch", ctypes.c_void_p),
     )
 
 
 class FeatureArgs(ctypes.Structure):
     _fields_ = (
-        ("dtype", ctypes.c_int),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("kept", ctypes.c_void_p),
-        ("student", ctypes.c_void_p),
+        *_ROWS,
         ("teacher", ctypes.c_void_p),
         ("loss", ctypes.c_int),
         ("parameter", ctypes.c_double),
-        ("scale", GradScale),
-        ("grad", ctypes.c_void_p),
-        ("row_loss", ctypes.c_void_p),
+        *_OUTPUTS,
     )
 
 
