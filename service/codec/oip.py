@@ -46,8 +46,6 @@ DATATYPES: dict[str, str] = {
 }
 #: Wire dtype name → protocol datatype.
 PROTOCOL_NAMES: dict[str, str] = {name: datatype for datatype, name in DATATYPES.items()}
-#: The request-level parameters of the protocol itself (not options of a loss).
-PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})
 
 
 @dataclass(frozen=True)
