@@ -3,7 +3,7 @@
 Callers :meth:`Batcher.submit` validated work (a :class:`~distill.rows.prepared.Prepared`, or any callable
 for work that cannot be batched, such as the combined objective) and get a
 :class:`concurrent.futures.Future`. One worker thread owns the device: it takes the oldest queued
-request with every queued request of the same key, up to ``max_batch_rows`` kept rows and
+request with every queued request of the same group key (same math, same code path), up to ``max_batch_rows`` kept rows and
 ``max_batch_elements`` elements, and computes the group with :func:`~distill.batching.group.run_group`.
 
 Adaptive waiting: the worker waits for company (at most ``max_wait_ms`` from the oldest request's
@@ -66,7 +66,7 @@ class _Job:
     arrived: float = field(default_factory=time.monotonic)
 
     @property
-    def key(self) -> Any:
+    def group_key(self) -> Any:
         return self.work.group_key if isinstance(self.work, Prepared) else None
 
     @property
@@ -216,7 +216,7 @@ class Batcher:
                     return None
                 self._condition.wait()
             head = self._pending[0]
-            if head.key is None or not self.enabled:
+            if head.group_key is None or not self.enabled:
                 self._computing = True
                 return [self._pending.popleft()]
             deadline = head.arrived + self.max_wait
@@ -232,11 +232,11 @@ class Batcher:
             return group
 
     def _collect(self, head: _Job) -> tuple[list[_Job], bool]:
-        """Queued jobs with the head's key, oldest first, within the limits; and whether it is full."""
+        """Queued jobs with the head's group key, oldest first, within the limits; and whether it is full."""
         group = [head]
         rows, elements = head.rows, head.elements
         for job in list(self._pending)[1:]:
-            if job.key != head.key:
+            if job.group_key != head.group_key:
                 continue
             if rows + job.rows > self.max_batch_rows or elements + job.elements > self.max_batch_elements:
                 return group, True
