@@ -14,7 +14,8 @@ Reduction = Literal["none", "mean", "sum", "batchmean"]
 class LossResult:
     """A loss value, its gradient with respect to the student input, and how it was normalised.
 
-    ``loss == loss_sum / normalizer`` for the reducing modes, so a pipeline splitting a batch into
+    ``loss == loss_sum / normalizer`` for the reducing modes (rounded to the compute dtype: ``loss_sum``
+    is a Python float summed in at least float64), so a pipeline splitting a batch into
     micro-batches can recover the exact full-batch loss as ``sum(loss_sum) / sum(normalizer)``
     (and rescale each micro-batch's gradient by ``normalizer / total_normalizer``).
 
